@@ -1,0 +1,52 @@
+# raft-elector — every target CI needs. `make test` is what CI runs (.ci/run).
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+BIN      := bin/raft-elector
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+# Packages with unit tests: everything except the multi-process suite, which runs once below.
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v /test/e2e)
+
+.PHONY: all build test fmt-check vet unit e2e demo bench bench-quick fuzz clean
+
+all: build
+
+## build: the static binary, exactly as the Dockerfile builds it.
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/sidecar
+
+## test: everything CI runs: formatting, vet, unit tests with the race detector (fuzz seed
+## corpora included), and the multi-process suite against real raft-elector processes.
+test: fmt-check vet unit e2e
+
+fmt-check:
+	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 $(UNIT_PKGS)
+
+e2e:
+	$(GO) test -race -count=1 -timeout 20m ./test/e2e/
+
+## demo: a 3-member cluster in one process; Ctrl-C to stop.
+demo:
+	$(GO) run ./cmd/sidecar demo --chaos
+
+## bench: failover/handover figures over real processes; writes docs/benchmarks.md.
+bench:
+	$(GO) test -count=1 -timeout 60m ./test/e2e/ -run '^$$' -bench BenchmarkFailover -benchtime 1x
+
+## fuzz: a longer fuzz run of every fuzz target (FUZZTIME each).
+FUZZTIME ?= 60s
+fuzz:
+	@for p in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$p | grep '^Fuzz'); do \
+	    echo "== $$p $$f"; $(GO) test $$p -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/raft-elector/raft-elector/pkg/discovery"
+	"github.com/raft-elector/raft-elector/pkg/raft"
+)
+
+// Defaults of the command line, named so the docs and the chart can refer to them.
+const (
+	DefaultPeerPort          = "4041"
+	DefaultPeerAddr          = ":" + DefaultPeerPort
+	DefaultLocalAddr         = "127.0.0.1:4040"
+	DefaultOpsAddr           = ":4042"
+	DefaultDataDir           = "/var/lib/raft-elector"
+	DefaultHeartbeatInterval = 100 * time.Millisecond
+	DefaultElectionTimeout   = time.Second
+	DefaultLabelKey          = "raft-elector/role"
+	DefaultLeaderValue       = "leader"
+	DefaultFollowerValue     = "follower"
+	DefaultLogLevel          = "info"
+	DefaultLogFormat         = "text"
+	envPrefix                = "RAFT_ELECTOR_"
+)
+
+// config is the validated configuration of one member.
+type config struct {
+	ID                string
+	ClusterID         string
+	Discovery         string
+	Peers             []discovery.Member
+	Namespace         string
+	Selector          string
+	PeerAddr          string
+	AdvertiseAddr     string
+	LocalAddr         string
+	OpsAddr           string
+	DataDir           string
+	HeartbeatInterval time.Duration
+	ElectionTimeout   time.Duration
+	ReportedLease     time.Duration
+	ShutdownTimeout   time.Duration
+	LabelKey          string
+	LeaderValue       string
+	FollowerValue     string
+	LogLevel          string
+	LogFormat         string
+	AuthSecretFile    string
+}
+
+// usageError is a bad flag or environment variable: one line, exit code 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// envName is the environment variable that sets a flag: --peer-addr → RAFT_ELECTOR_PEER_ADDR.
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// applyEnv sets every flag not given on the command line from its environment variable.
+func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if err != nil || set[f.Name] {
+			return
+		}
+		if v := getenv(envName(f.Name)); v != "" {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = usagef("invalid value %q for %s (--%s): %v", v, envName(f.Name), f.Name, serr)
+			}
+		}
+	})
+	return err
+}
+
+// parseMemberFlags parses the flags of a member from args and the environment.
+func parseMemberFlags(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	fs := flag.NewFlagSet("raft-elector", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c := &config{}
+	podIP := getenv("POD_IP")
+	advertiseDefault := ""
+	if podIP != "" {
+		advertiseDefault = net.JoinHostPort(podIP, DefaultPeerPort)
+	}
+	fs.StringVar(&c.ID, "id", getenv("POD_NAME"), "this member's id (default $POD_NAME)")
+	fs.StringVar(&c.ClusterID, "cluster-id", "", "cluster id carried by every peer message (static discovery: default derived from the member ids)")
+	fs.StringVar(&c.Discovery, "discovery", "", "how members are found: kubernetes or static (default static when --peers is set, else kubernetes)")
+	peers := fs.String("peers", "", "static discovery: id=host:port,... (may include this member)")
+	fs.StringVar(&c.Namespace, "namespace", getenv("POD_NAMESPACE"), "kubernetes discovery: namespace of the pods (default $POD_NAMESPACE)")
+	fs.StringVar(&c.Selector, "selector", "", "kubernetes discovery: label selector of the pods that form one cluster")
+	fs.StringVar(&c.PeerAddr, "peer-addr", DefaultPeerAddr, "listen address of the peer protocol")
+	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", advertiseDefault, "address peers reach this member at (default $POD_IP:"+DefaultPeerPort+")")
+	fs.StringVar(&c.LocalAddr, "local-addr", DefaultLocalAddr, "listen address of the local API (GET /leader)")
+	fs.StringVar(&c.OpsAddr, "ops-addr", DefaultOpsAddr, "listen address of /metrics, /healthz, /readyz")
+	fs.StringVar(&c.DataDir, "data-dir", DefaultDataDir, "directory of the durable term and vote")
+	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", DefaultHeartbeatInterval, "how often the leader sends heartbeats")
+	fs.DurationVar(&c.ElectionTimeout, "election-timeout", DefaultElectionTimeout, "minimum election timeout; each timeout is drawn from [t, 2t)")
+	fs.DurationVar(&c.ReportedLease, "reported-lease", 0, "lease the leader reports to the application (default 3 heartbeat intervals; capped at the protocol lease)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 0, "how long a leader waits for a successor on SIGTERM (default 2 election timeouts)")
+	fs.StringVar(&c.LabelKey, "label-key", DefaultLabelKey, "pod label that tells leader from follower")
+	fs.StringVar(&c.LeaderValue, "leader-label-value", DefaultLeaderValue, "label value of the leader pod")
+	fs.StringVar(&c.FollowerValue, "follower-label-value", DefaultFollowerValue, "label value of the other pods")
+	fs.StringVar(&c.LogLevel, "log-level", DefaultLogLevel, "trace, debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", DefaultLogFormat, "text or json")
+	fs.StringVar(&c.AuthSecretFile, "auth-secret-file", "", "file holding the key that authenticates peer requests")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprintln(stderr, "usage: raft-elector [flags]   (every flag also reads "+envPrefix+"<FLAG>)\n       raft-elector demo [--nodes N] [--chaos]")
+			fs.PrintDefaults()
+			return nil, err
+		}
+		return nil, usagef("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return nil, usagef("unexpected argument %q (subcommands: demo)", fs.Arg(0))
+	}
+	if err := applyEnv(fs, getenv); err != nil {
+		return nil, err
+	}
+	if c.Discovery == "" {
+		c.Discovery = "kubernetes"
+		if *peers != "" {
+			c.Discovery = "static"
+		}
+	}
+	if err := c.finish(*peers); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// finish validates the configuration and fills in derived defaults.
+func (c *config) finish(peers string) error {
+	if c.ID == "" {
+		return usagef("--id is empty and $POD_NAME is not set")
+	}
+	if len(c.ID) > raft.MaxIDLength {
+		return usagef("--id is longer than %d bytes", raft.MaxIDLength)
+	}
+	switch c.Discovery {
+	case "static":
+		if peers == "" {
+			return usagef("--peers is required with --discovery=static")
+		}
+		members, err := discovery.ParseStatic(peers)
+		if err != nil {
+			return usagef("--peers: %v", err)
+		}
+		found := false
+		for _, m := range members {
+			found = found || m.ID == c.ID
+		}
+		if !found {
+			return usagef("--peers does not list this member's --id %q", c.ID)
+		}
+		c.Peers = members
+		if c.ClusterID == "" {
+			sum := sha256.Sum256([]byte(strings.Join(discovery.IDs(members), "\n")))
+			c.ClusterID = "static-" + hex.EncodeToString(sum[:6])
+		}
+	case "kubernetes":
+		return usagef("--discovery=kubernetes is not available in this build yet; use --discovery=static --peers id=host:port,...")
+	default:
+		return usagef("--discovery must be kubernetes or static, not %q", c.Discovery)
+	}
+	if len(c.ClusterID) > raft.MaxIDLength {
+		return usagef("--cluster-id is longer than %d bytes", raft.MaxIDLength)
+	}
+	for _, a := range []struct{ flag, v string }{{"peer-addr", c.PeerAddr}, {"local-addr", c.LocalAddr}, {"ops-addr", c.OpsAddr}} {
+		if _, _, err := net.SplitHostPort(a.v); err != nil {
+			return usagef("--%s %q is not host:port: %v", a.flag, a.v, err)
+		}
+	}
+	if c.AdvertiseAddr != "" {
+		if err := discovery.CheckAddr(c.AdvertiseAddr); err != nil {
+			return usagef("--advertise-addr: %v", err)
+		}
+	}
+	if c.DataDir == "" {
+		return usagef("--data-dir is empty")
+	}
+	if c.HeartbeatInterval < 5*time.Millisecond {
+		return usagef("--heartbeat-interval %v is below the minimum 5ms", c.HeartbeatInterval)
+	}
+	if c.ElectionTimeout < 3*c.HeartbeatInterval {
+		return usagef("--election-timeout %v must be at least 3 × --heartbeat-interval (%v) so the lease is renewed before it runs out",
+			c.ElectionTimeout, c.HeartbeatInterval)
+	}
+	if c.ElectionTimeout > 5*time.Minute {
+		return usagef("--election-timeout %v is above the maximum 5m", c.ElectionTimeout)
+	}
+	if c.ReportedLease < 0 {
+		return usagef("--reported-lease %v is negative", c.ReportedLease)
+	}
+	if c.ReportedLease != 0 && c.ReportedLease < c.HeartbeatInterval {
+		return usagef("--reported-lease %v is shorter than --heartbeat-interval %v: it would lapse between heartbeats", c.ReportedLease, c.HeartbeatInterval)
+	}
+	if c.ShutdownTimeout < 0 {
+		return usagef("--shutdown-timeout %v is negative", c.ShutdownTimeout)
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 2 * c.ElectionTimeout
+	}
+	if c.LabelKey == "" || c.LeaderValue == "" || c.FollowerValue == "" || c.LeaderValue == c.FollowerValue {
+		return usagef("--label-key, --leader-label-value and --follower-label-value must be set and the two values differ")
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		return usagef("--log-level must be trace, debug, info, warn or error, not %q", c.LogLevel)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return usagef("--log-format must be text or json, not %q", c.LogFormat)
+	}
+	if c.AuthSecretFile != "" {
+		b, err := os.ReadFile(c.AuthSecretFile)
+		if err != nil {
+			return usagef("--auth-secret-file: %v", err)
+		}
+		if len(strings.TrimSpace(string(b))) < 16 {
+			return usagef("--auth-secret-file %s holds fewer than 16 bytes; use a long random key", c.AuthSecretFile)
+		}
+		return usagef("--auth-secret-file: peer authentication is not available in this build yet")
+	}
+	return nil
+}

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/raft-elector/raft-elector/pkg/discovery"
+	"github.com/raft-elector/raft-elector/pkg/localapi"
+	"github.com/raft-elector/raft-elector/pkg/node"
+	"github.com/raft-elector/raft-elector/pkg/transport"
+)
+
+// member is one running raft-elector member: its node, transport and three HTTP servers.
+type member struct {
+	cfg     *config
+	log     hclog.Logger
+	storage *node.Storage
+	node    *node.Node
+	store   *localapi.Store
+	tr      *transport.HTTP
+	servers []*http.Server
+	cancel  context.CancelFunc
+	runErr  chan error
+}
+
+// startMember opens the data dir, loads the durable state, binds the three listeners and
+// starts the member. Any failure is returned before anything runs.
+func startMember(c *config, log hclog.Logger, observers ...node.Observer) (_ *member, err error) {
+	storage, err := node.OpenStorage(c.DataDir, c.ClusterID, c.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			storage.Close()
+		}
+	}()
+	m := &member{cfg: c, log: log, storage: storage, runErr: make(chan error, 1)}
+	var store *localapi.Store
+	obs := append([]node.Observer{node.ObserverFunc(func(s node.Status) { store.Observe(s) })}, observers...)
+	n, err := node.New(node.Config{
+		ID:                c.ID,
+		Cluster:           c.ClusterID,
+		Voters:            discovery.IDs(c.Peers),
+		HeartbeatInterval: c.HeartbeatInterval,
+		ElectionTimeout:   c.ElectionTimeout,
+		ReportedLease:     c.ReportedLease,
+		Storage:           storage,
+		Logger:            log.Named("raft"),
+		Observers:         obs,
+	})
+	if err != nil {
+		return nil, err
+	}
+	store = localapi.NewStore(n.Status())
+	m.node, m.store = n, store
+	tr, err := transport.NewHTTP(transport.HTTPConfig{
+		ID:         c.ID,
+		Handler:    n,
+		RPCTimeout: rpcTimeout(c),
+		Logger:     log.Named("transport"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	m.tr = tr
+	tr.SetPeers(discovery.AddrBook(c.Peers, c.ID))
+
+	handlers := []struct {
+		name, addr string
+		h          http.Handler
+		write      time.Duration
+	}{
+		{"peer", c.PeerAddr, tr.Handler(), 10 * time.Second},
+		{"local", c.LocalAddr, localapi.Handler(store), localapi.MaxWait + 10*time.Second},
+		{"ops", c.OpsAddr, localapi.OpsHandler(n, nil), 30 * time.Second},
+	}
+	var listeners []net.Listener
+	defer func() {
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			tr.Close()
+		}
+	}()
+	for _, h := range handlers {
+		l, lerr := net.Listen("tcp", h.addr)
+		if lerr != nil {
+			return nil, fmt.Errorf("listen on --%s-addr %s: %w", h.name, h.addr, lerr)
+		}
+		listeners = append(listeners, l)
+		m.servers = append(m.servers, &http.Server{
+			Handler:           h.h,
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      h.write,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    16 << 10,
+			ErrorLog:          log.Named(h.name + "-http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	for i, s := range m.servers {
+		go func(s *http.Server, l net.Listener) {
+			if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				select {
+				case m.runErr <- fmt.Errorf("%s server: %w", handlers[i].name, err):
+				default:
+				}
+			}
+		}(s, listeners[i])
+	}
+	go func() {
+		if err := n.Run(ctx, tr); err != nil {
+			select {
+			case m.runErr <- err:
+			default:
+			}
+		}
+	}()
+	log.Info("member started", "id", c.ID, "cluster", c.ClusterID, "peers", len(c.Peers),
+		"peer_addr", c.PeerAddr, "local_addr", c.LocalAddr, "ops_addr", c.OpsAddr)
+	return m, nil
+}
+
+// rpcTimeout bounds one peer RPC: a reply later than a heartbeat interval is of no use to the
+// lease, and waiting longer only piles up requests to a dead peer.
+func rpcTimeout(c *config) time.Duration {
+	t := c.HeartbeatInterval
+	if t < 50*time.Millisecond {
+		t = 50 * time.Millisecond
+	}
+	return t
+}
+
+// shutdown stops the member. With graceful set, a leader first hands leadership over, waiting
+// up to the shutdown timeout for a successor.
+func (m *member) shutdown(graceful bool) {
+	if graceful {
+		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.ShutdownTimeout)
+		start := time.Now()
+		succ, err := m.node.Handover(ctx)
+		cancel()
+		switch {
+		case err != nil:
+			m.log.Warn("leadership handover did not complete", "error", err, "after", time.Since(start).Round(time.Millisecond))
+		case succ != "":
+			m.log.Info("leadership handed over", "successor", succ, "after", time.Since(start).Round(time.Millisecond))
+		}
+	}
+	m.cancel()
+	<-m.node.Done()
+	m.tr.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, s := range m.servers {
+		if !graceful || s.Shutdown(ctx) != nil {
+			_ = s.Close() // long polls still waiting are cut
+		}
+	}
+	m.storage.Close()
+}

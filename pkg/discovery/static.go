@@ -1,0 +1,96 @@
+// Package discovery tells a member who the other members are and where to reach them.
+// Addresses always come from discovery; the Raft state holds member identities only.
+//
+// Static discovery takes the list from the command line (--peers id=host:port,...). Each
+// member reaches a peer at the address its own list gives, so lists may differ between
+// members (a proxy per link, for instance) as long as the ids agree.
+package discovery
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/raft-elector/raft-elector/pkg/raft"
+)
+
+// Member is one member as discovery sees it.
+type Member struct {
+	// ID is the member's identity in the cluster.
+	ID string
+	// Addr is host:port of the member's peer endpoint.
+	Addr string
+}
+
+// ParseStatic parses a static member list "id=host:port,id=host:port". Ids must be unique,
+// non-empty and at most raft.MaxIDLength bytes; addresses must be host:port with a port in
+// 1..65535. The result is sorted by id.
+func ParseStatic(spec string) ([]Member, error) {
+	spec = strings.TrimSpace(spec)
+	if spec == "" {
+		return nil, fmt.Errorf("empty member list; want id=host:port,id=host:port")
+	}
+	var out []Member
+	seen := map[string]bool{}
+	for _, item := range strings.Split(spec, ",") {
+		item = strings.TrimSpace(item)
+		id, addr, ok := strings.Cut(item, "=")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("entry %q is not id=host:port", item)
+		}
+		if len(id) > raft.MaxIDLength {
+			return nil, fmt.Errorf("id %.20q... is longer than %d bytes", id, raft.MaxIDLength)
+		}
+		if strings.ContainsAny(id, " \t=,/") {
+			return nil, fmt.Errorf("id %q contains a space, '=', ',' or '/'", id)
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("id %q listed twice", id)
+		}
+		if err := CheckAddr(addr); err != nil {
+			return nil, fmt.Errorf("address of %q: %w", id, err)
+		}
+		seen[id] = true
+		out = append(out, Member{ID: id, Addr: addr})
+	}
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// CheckAddr checks that addr is host:port with a host and a port in 1..65535.
+func CheckAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %v", addr, err)
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host", addr)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || p == 0 {
+		return fmt.Errorf("%q has no valid port", addr)
+	}
+	return nil
+}
+
+// IDs returns the ids of members in order.
+func IDs(members []Member) []string {
+	out := make([]string, len(members))
+	for i, m := range members {
+		out[i] = m.ID
+	}
+	return out
+}
+
+// AddrBook maps ids to addresses, leaving out self.
+func AddrBook(members []Member, self string) map[string]string {
+	out := make(map[string]string, len(members))
+	for _, m := range members {
+		if m.ID != self {
+			out[m.ID] = m.Addr
+		}
+	}
+	return out
+}

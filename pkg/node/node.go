@@ -1,0 +1,462 @@
+// Package node runs one raft-elector member: it owns the only ticker, drives the deterministic
+// core in pkg/raft, persists its term and vote before any message that depends on them goes
+// out, hands messages to a transport, and publishes every change of the member's state to
+// observers.
+//
+// Real time enters in one place. Tick k of the core is applied no earlier than start+k·tick
+// (late ticks are caught up at once, also after the process was paused), and a received
+// message is stepped only after every due tick was applied. So the core's tick count never
+// runs ahead of real time, and a lease end computed as start+k·tick is never later than the
+// lease the protocol grants. The lease reported to the application is checked against the
+// monotonic clock when it is read, so a process that wakes up from a pause does not claim a
+// lease that ran out while it slept.
+package node
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/raft-elector/raft-elector/pkg/raft"
+)
+
+// Sender is the part of a transport the node needs: queue messages, never block.
+type Sender interface {
+	Send(msgs ...raft.Message)
+}
+
+// Observer receives the member's status after every change. Observe is called from the
+// member's loop and must not block.
+type Observer interface {
+	Observe(Status)
+}
+
+// ObserverFunc adapts a function to Observer.
+type ObserverFunc func(Status)
+
+// Observe calls f.
+func (f ObserverFunc) Observe(s Status) { f(s) }
+
+// Status is what the member publishes: its role, the leader it knows, and the lease it may
+// report to the application.
+type Status struct {
+	ID     string
+	Term   uint64
+	State  raft.StateType
+	Leader string
+	// LeaseExpiresAt is the end of the lease this member may report to the application
+	// (zero unless it leads with a valid lease). It carries a monotonic clock reading;
+	// compare it with time.Now(), never with a wall clock from elsewhere.
+	LeaseExpiresAt time.Time
+	// ProtocolLeaseExpiresAt is the end of the lease the protocol grants (>= LeaseExpiresAt).
+	ProtocolLeaseExpiresAt time.Time
+	// Transferring: the member leads but is handing over and claims no lease.
+	Transferring bool
+	// Voters is the number of voters in the member's configuration.
+	Voters int
+	// Reachable lists, for a leader, the peers that acknowledged a heartbeat within the
+	// last election timeout.
+	Reachable []string
+}
+
+// HoldsLease reports whether the member holds the reported lease at now.
+func (s Status) HoldsLease(now time.Time) bool {
+	return s.State == raft.StateLeader && !s.Transferring && now.Before(s.LeaseExpiresAt)
+}
+
+// Config configures a member.
+type Config struct {
+	ID      string
+	Cluster string
+	Voters  []string
+
+	// HeartbeatInterval is how often the leader sends a heartbeat round.
+	HeartbeatInterval time.Duration
+	// ElectionTimeout is the minimum election timeout; followers draw theirs from [t, 2t).
+	ElectionTimeout time.Duration
+	// ReportedLease is how long after a majority-acknowledged round the leader tells the
+	// application it leads. Zero means three heartbeat intervals; it is capped at the
+	// protocol lease. It bounds how long a handover waits.
+	ReportedLease time.Duration
+	// TicksPerHeartbeat sets the tick length (HeartbeatInterval / TicksPerHeartbeat): the
+	// resolution of every timer. Zero means DefaultTicksPerHeartbeat.
+	TicksPerHeartbeat int
+
+	// Storage holds the durable term and vote. Required.
+	Storage *Storage
+	// Logger; nil means no logs.
+	Logger hclog.Logger
+	// Seed seeds the randomized election timeout; zero draws one from crypto/rand.
+	Seed int64
+	// Observers are told of every status change.
+	Observers []Observer
+}
+
+// DefaultTicksPerHeartbeat: a heartbeat interval of 100ms gives 20ms ticks.
+const DefaultTicksPerHeartbeat = 5
+
+// Errors returned by the node.
+var (
+	ErrStopped = errors.New("member is stopped")
+)
+
+type stepReq struct {
+	m    raft.Message
+	resp chan stepResult
+}
+
+type stepResult struct {
+	m   *raft.Message
+	err error
+}
+
+// Node is a running member.
+type Node struct {
+	cfg       Config
+	log       hclog.Logger
+	tick      time.Duration
+	raft      *raft.Raft
+	storage   *Storage
+	observers []Observer
+
+	stepc     chan stepReq
+	transferc chan chan error
+	done      chan struct{}
+
+	start    time.Time
+	status   atomic.Pointer[Status]
+	lastLoop atomic.Int64 // unix nanos of the last loop iteration (for /healthz)
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on every status change
+
+	runErr error
+}
+
+// New builds a member from its persisted state. It does not start it; call Run.
+func New(cfg Config) (*Node, error) {
+	if cfg.Storage == nil {
+		return nil, errors.New("node: no storage")
+	}
+	if cfg.HeartbeatInterval <= 0 || cfg.ElectionTimeout <= 0 {
+		return nil, errors.New("node: heartbeat interval and election timeout must be positive")
+	}
+	if cfg.TicksPerHeartbeat == 0 {
+		cfg.TicksPerHeartbeat = DefaultTicksPerHeartbeat
+	}
+	tick := cfg.HeartbeatInterval / time.Duration(cfg.TicksPerHeartbeat)
+	if tick < time.Millisecond {
+		return nil, fmt.Errorf("node: heartbeat interval %v is too short: the tick would be under 1ms", cfg.HeartbeatInterval)
+	}
+	if cfg.ReportedLease == 0 {
+		cfg.ReportedLease = 3 * cfg.HeartbeatInterval
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	hs, err := cfg.Storage.Load()
+	if err != nil {
+		return nil, err
+	}
+	seed := cfg.Seed
+	if seed == 0 {
+		var b [8]byte
+		if _, err := crand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("node: seed: %w", err)
+		}
+		seed = int64(binary.LittleEndian.Uint64(b[:]))
+	}
+	electionTicks := int(cfg.ElectionTimeout / tick)
+	leaseTicks := raft.MaxLeaseTicks(electionTicks, raft.DefaultMaxDrift)
+	appTicks := int(cfg.ReportedLease / tick)
+	if appTicks > leaseTicks {
+		appTicks = leaseTicks
+	}
+	if appTicks < 1 {
+		return nil, fmt.Errorf("node: reported lease %v is shorter than one tick (%v)", cfg.ReportedLease, tick)
+	}
+	r, err := raft.New(raft.Config{
+		ID:             cfg.ID,
+		Cluster:        cfg.Cluster,
+		Voters:         cfg.Voters,
+		ElectionTicks:  electionTicks,
+		HeartbeatTicks: cfg.TicksPerHeartbeat,
+		LeaseTicks:     leaseTicks,
+		AppLeaseTicks:  appTicks,
+		HardState:      hs,
+		Rand:           rand.New(rand.NewSource(seed)),
+	})
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:       cfg,
+		log:       log,
+		tick:      tick,
+		raft:      r,
+		storage:   cfg.Storage,
+		observers: cfg.Observers,
+		stepc:     make(chan stepReq),
+		transferc: make(chan chan error),
+		done:      make(chan struct{}),
+		changed:   make(chan struct{}),
+	}
+	n.start = time.Now()
+	n.lastLoop.Store(n.start.UnixNano())
+	st := n.makeStatus()
+	n.status.Store(&st)
+	log.Info("member loaded", "term", hs.Term, "vote", hs.Vote, "voters", len(cfg.Voters),
+		"tick", tick, "election_ticks", electionTicks, "lease", time.Duration(leaseTicks)*tick,
+		"reported_lease", time.Duration(appTicks)*tick)
+	return n, nil
+}
+
+// Status returns the member's latest published status.
+func (n *Node) Status() Status { return *n.status.Load() }
+
+// Changed returns a channel closed at the next status change.
+func (n *Node) Changed() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.changed
+}
+
+// Healthy reports whether the member's loop ran recently: it is alive and ticking, not wedged.
+func (n *Node) Healthy(now time.Time) error {
+	last := time.Unix(0, n.lastLoop.Load())
+	limit := 10*n.tick + time.Second
+	if d := now.Sub(last); d > limit {
+		return fmt.Errorf("member loop has not run for %v", d.Round(time.Millisecond))
+	}
+	select {
+	case <-n.done:
+		if n.runErr != nil {
+			return fmt.Errorf("member stopped: %w", n.runErr)
+		}
+		return ErrStopped
+	default:
+	}
+	return nil
+}
+
+// Step hands a message received from a peer to the member, waits until it is processed and
+// the state it changed is durable, and returns the response to it, if any.
+func (n *Node) Step(ctx context.Context, m raft.Message) (*raft.Message, error) {
+	req := stepReq{m: m, resp: make(chan stepResult, 1)}
+	select {
+	case n.stepc <- req:
+	case <-n.done:
+		return nil, ErrStopped
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case res := <-req.resp:
+		return res.m, res.err
+	case <-n.done:
+		return nil, ErrStopped
+	}
+}
+
+// Run drives the member until ctx is cancelled or persisting state fails. It sends through s.
+func (n *Node) Run(ctx context.Context, s Sender) error {
+	defer close(n.done)
+	ticker := time.NewTicker(n.tick)
+	defer ticker.Stop()
+	for {
+		var err error
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+			n.catchUp()
+			_, err = n.processReady(s, nil)
+		case req := <-n.stepc:
+			n.catchUp()
+			var res stepResult
+			if res.err = n.raft.Step(req.m); res.err == nil {
+				res.m, err = n.processReady(s, &req.m)
+			} else {
+				_, err = n.processReady(s, nil)
+			}
+			if err != nil {
+				res = stepResult{err: err}
+			}
+			req.resp <- res
+		case errc := <-n.transferc:
+			n.catchUp()
+			terr := n.raft.TransferLeadership(raft.None)
+			_, err = n.processReady(s, nil)
+			errc <- terr
+		}
+		n.lastLoop.Store(time.Now().UnixNano())
+		if err != nil {
+			n.runErr = err
+			n.log.Error("member stopping: cannot persist its state", "error", err)
+			return err
+		}
+	}
+}
+
+// catchUp applies every tick that is due: tick k is applied no earlier than start+k·tick.
+func (n *Node) catchUp() {
+	due := uint64(time.Since(n.start) / n.tick)
+	for n.raft.Now() < due {
+		n.raft.Tick()
+	}
+}
+
+// processReady persists, then sends, then publishes. For a stepped request it returns the
+// response addressed back to the sender instead of sending it.
+func (n *Node) processReady(s Sender, req *raft.Message) (*raft.Message, error) {
+	if n.raft.HasReady() {
+		rd := n.raft.Ready()
+		if rd.MustPersist {
+			if err := n.storage.Save(rd.HardState); err != nil {
+				return nil, err
+			}
+		}
+		var resp *raft.Message
+		out := rd.Messages[:0:0]
+		for i := range rd.Messages {
+			m := rd.Messages[i]
+			if req != nil && resp == nil && m.To == req.From && m.Type == req.Type.ResponseType() {
+				resp = &m
+				continue
+			}
+			out = append(out, m)
+		}
+		if len(out) > 0 && s != nil {
+			s.Send(out...)
+		}
+		n.publish()
+		return resp, nil
+	}
+	n.publish()
+	return nil, nil
+}
+
+func (n *Node) tickTime(k uint64) time.Time {
+	return n.start.Add(time.Duration(k) * n.tick)
+}
+
+func (n *Node) makeStatus() Status {
+	rs := n.raft.Status()
+	st := Status{ID: rs.ID, Term: rs.Term, State: rs.State, Leader: rs.Leader,
+		Transferring: rs.Transferring, Voters: len(n.cfg.Voters)}
+	if rs.LeaseUntil != 0 {
+		st.ProtocolLeaseExpiresAt = n.tickTime(rs.LeaseUntil)
+		st.LeaseExpiresAt = n.tickTime(rs.AppLeaseUntil)
+	}
+	if rs.State == raft.StateLeader {
+		window := uint64(n.cfg.ElectionTimeout / n.tick)
+		for _, id := range n.cfg.Voters {
+			if at, ok := rs.LastAck[id]; ok && rs.Now-at < window {
+				st.Reachable = append(st.Reachable, id)
+			}
+		}
+	}
+	return st
+}
+
+func (n *Node) publish() {
+	st := n.makeStatus()
+	old := n.status.Load()
+	if sameStatus(*old, st) {
+		return
+	}
+	n.status.Store(&st)
+	if old.State != st.State || old.Term != st.Term || old.Leader != st.Leader || old.Transferring != st.Transferring {
+		n.log.Info("state changed", "state", st.State.String(), "term", st.Term, "leader", st.Leader,
+			"from_state", old.State.String(), "reason", reason(*old, st))
+	}
+	n.mu.Lock()
+	close(n.changed)
+	n.changed = make(chan struct{})
+	n.mu.Unlock()
+	for _, o := range n.observers {
+		o.Observe(st)
+	}
+}
+
+func sameStatus(a, b Status) bool {
+	return a.ID == b.ID && a.Term == b.Term && a.State == b.State && a.Leader == b.Leader &&
+		a.LeaseExpiresAt.Equal(b.LeaseExpiresAt) && a.ProtocolLeaseExpiresAt.Equal(b.ProtocolLeaseExpiresAt) &&
+		a.Transferring == b.Transferring && len(a.Reachable) == len(b.Reachable)
+}
+
+func reason(old, st Status) string {
+	switch {
+	case st.Transferring && !old.Transferring:
+		return "handing over leadership"
+	case st.Term > old.Term && st.State == raft.StateCandidate:
+		return "election timeout: campaigning"
+	case st.State == raft.StatePreCandidate:
+		return "election timeout: pre-vote"
+	case st.State == raft.StateLeader && old.State != raft.StateLeader:
+		return "won the election"
+	case old.State == raft.StateLeader && st.Term == old.Term:
+		return "lost quorum (check-quorum) or gave up a transfer"
+	case st.Term > old.Term:
+		return "saw a higher term"
+	case st.Leader != old.Leader && st.Leader != "":
+		return "heard from the leader"
+	}
+	return "role change"
+}
+
+// TransferLeadership asks a leading member to hand over: it stops claiming the lease, waits
+// until every lease it reported has expired, then tells the most up-to-date voter to campaign.
+// It returns raft.ErrNotLeader if the member does not lead.
+func (n *Node) TransferLeadership(ctx context.Context) error {
+	errc := make(chan error, 1)
+	select {
+	case n.transferc <- errc:
+	case <-n.done:
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-errc
+}
+
+// Handover is the graceful-shutdown step: if the member leads, it transfers leadership and
+// waits until another member is known to lead (or ctx ends). It returns the successor.
+func (n *Node) Handover(ctx context.Context) (string, error) {
+	start := n.Status()
+	if start.State != raft.StateLeader {
+		return "", nil
+	}
+	if err := n.TransferLeadership(ctx); err != nil {
+		return "", err
+	}
+	for {
+		ch := n.Changed()
+		st := n.Status()
+		if st.Leader != "" && st.Leader != n.cfg.ID && st.Term > start.Term {
+			return st.Leader, nil
+		}
+		select {
+		case <-ch:
+		case <-n.done:
+			return "", ErrStopped
+		case <-ctx.Done():
+			return "", fmt.Errorf("no successor seen: %w", ctx.Err())
+		}
+	}
+}
+
+// Done is closed when Run has returned.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Tick returns the member's tick length.
+func (n *Node) Tick() time.Duration { return n.tick }

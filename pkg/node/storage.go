@@ -1,0 +1,149 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/raft-elector/raft-elector/pkg/raft"
+)
+
+// stateFile is the name of the durable state file in the data dir.
+const stateFile = "raft-state.json"
+
+// stateVersion is the format of the state file; a file of another version is refused.
+const stateVersion = 1
+
+// onDisk is the state file's content. The checksum covers the encoded state, so a torn or
+// edited file is detected instead of silently resetting the vote.
+type onDisk struct {
+	Version  int             `json:"version"`
+	Cluster  string          `json:"cluster"`
+	ID       string          `json:"id"`
+	State    json.RawMessage `json:"state"`
+	Checksum uint32          `json:"crc32c"`
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Storage keeps a member's durable state (term and vote) in a directory. Save is atomic and
+// durable: it writes a temporary file, fsyncs it, renames it over the old one and fsyncs the
+// directory, so a crash leaves either the old or the new state, never a mix.
+type Storage struct {
+	dir     string
+	cluster string
+	id      string
+	lock    *os.File
+}
+
+// OpenStorage opens (creating if needed) the data dir and takes an exclusive lock on it, so two
+// processes can never share one member's vote.
+func OpenStorage(dir, cluster, id string) (*Storage, error) {
+	if dir == "" {
+		return nil, errors.New("data dir is empty")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir %s: %w", dir, err)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock in data dir %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("data dir %s is in use by another raft-elector process: %w", dir, err)
+	}
+	return &Storage{dir: dir, cluster: cluster, id: id, lock: lock}, nil
+}
+
+// Close releases the data dir lock.
+func (s *Storage) Close() error {
+	if s.lock == nil {
+		return nil
+	}
+	err := s.lock.Close()
+	s.lock = nil
+	return err
+}
+
+// Load returns the persisted state, or the zero state if none was ever saved. A file that
+// cannot be read, fails its checksum, or belongs to another member or cluster is an error:
+// resetting it would let this member vote twice in one term.
+func (s *Storage) Load() (raft.HardState, error) {
+	path := filepath.Join(s.dir, stateFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return raft.HardState{}, nil
+	}
+	if err != nil {
+		return raft.HardState{}, fmt.Errorf("read state file %s: %w", path, err)
+	}
+	var d onDisk
+	if err := json.Unmarshal(b, &d); err != nil {
+		return raft.HardState{}, fmt.Errorf("state file %s is corrupt (%v); move it away only if this member's pod is new", path, err)
+	}
+	if d.Version != stateVersion {
+		return raft.HardState{}, fmt.Errorf("state file %s has version %d, this build reads version %d", path, d.Version, stateVersion)
+	}
+	if crc32.Checksum(d.State, castagnoli) != d.Checksum {
+		return raft.HardState{}, fmt.Errorf("state file %s fails its checksum; it is corrupt", path)
+	}
+	if d.ID != s.id || d.Cluster != s.cluster {
+		return raft.HardState{}, fmt.Errorf("state file %s belongs to member %q of cluster %q, not member %q of cluster %q; use a data dir of this member",
+			path, d.ID, d.Cluster, s.id, s.cluster)
+	}
+	var hs raft.HardState
+	if err := json.Unmarshal(d.State, &hs); err != nil {
+		return raft.HardState{}, fmt.Errorf("state file %s is corrupt: %w", path, err)
+	}
+	if hs.Term > raft.MaxTerm {
+		return raft.HardState{}, fmt.Errorf("state file %s holds term %d, above the limit", path, hs.Term)
+	}
+	return hs, nil
+}
+
+// Save durably replaces the persisted state.
+func (s *Storage) Save(hs raft.HardState) error {
+	state, err := json.Marshal(hs)
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(onDisk{Version: stateVersion, Cluster: s.cluster, ID: s.id, State: state,
+		Checksum: crc32.Checksum(state, castagnoli)})
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(s.dir, stateFile+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save state: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save state: fsync: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(s.dir, stateFile)); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	dir, err := os.Open(s.dir)
+	if err != nil {
+		return fmt.Errorf("save state: open dir: %w", err)
+	}
+	defer dir.Close()
+	if err := dir.Sync(); err != nil {
+		return fmt.Errorf("save state: fsync dir: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,809 @@
+// Package raft is the Raft leader election and heartbeat protocol as a deterministic state
+// machine: no I/O, no goroutines, no clock. It is driven like etcd's raft: Tick() advances
+// logical time, Step() feeds a received message, and Ready() hands back the messages to send,
+// the durable state to persist first, and the state to publish.
+//
+// Beyond Figure 2 of the Raft paper (election part) it implements PreVote, CheckQuorum with a
+// leader lease, and leadership transfer (timeout-now).
+//
+// # The lease and what it guarantees
+//
+// A follower that heard from its leader less than ElectionTicks ago neither votes nor
+// campaigns (unless asked by a leadership transfer). The leader numbers its heartbeat rounds;
+// when a majority of voters (itself included) acknowledged the round it sent at tick s, it
+// holds the lease until tick s+LeaseTicks. LeaseTicks is at most (ElectionTicks-1)·(1-drift),
+// so every member of that majority refuses to help elect anyone else until after the lease
+// ended, as long as no two clocks run at rates more than the drift bound apart. The lease
+// starts from an acknowledged heartbeat round, never from the votes: a voter that has not yet
+// heard from its new leader is not bound by it.
+//
+// The lease reported to the application (AppLeaseUntil) is shorter still, so that a leader
+// that hands over on shutdown waits only that long before its successor may start.
+//
+// What the lease cannot do is stop a paused or slow application from acting on an answer it
+// read while the lease was valid. Use the term as a fencing token where that matters.
+package raft
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// None is the empty member id: no leader known, no vote cast.
+const None = ""
+
+// StateType is the role of a member.
+type StateType uint8
+
+const (
+	StateFollower StateType = iota
+	StatePreCandidate
+	StateCandidate
+	StateLeader
+	StateLearner
+)
+
+var stateNames = [...]string{"follower", "pre-candidate", "candidate", "leader", "learner"}
+
+func (s StateType) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("state(%d)", uint8(s))
+}
+
+// HardState is what a member must persist before sending any message that depends on it:
+// the current term and the vote cast in it.
+type HardState struct {
+	Term uint64 `json:"term"`
+	Vote string `json:"vote,omitempty"`
+}
+
+// Rand is the injected random source; only the randomized election timeout uses it.
+type Rand interface {
+	Intn(n int) int
+}
+
+// Config configures one member. Times are in ticks; the runtime decides how long a tick is.
+type Config struct {
+	// ID identifies this member in the cluster. It is never reused: in Kubernetes it includes
+	// the pod UID.
+	ID string
+	// Cluster is the cluster id every message carries; messages of another cluster are refused.
+	Cluster string
+	// Voters are the members that vote and may lead. ID is normally one of them.
+	Voters []string
+	// Learners receive heartbeats and know the leader, but never vote or campaign.
+	Learners []string
+
+	// ElectionTicks is the minimum election timeout E. A follower campaigns after a randomized
+	// timeout in [E, 2E) without hearing from a leader, redrawn on every reset; and it refuses
+	// to vote for E ticks after hearing from its leader.
+	ElectionTicks int
+	// HeartbeatTicks is how often the leader starts a heartbeat round. Must be well below
+	// ElectionTicks so the lease can be renewed before it runs out.
+	HeartbeatTicks int
+	// LeaseTicks is how long a majority-acknowledged heartbeat round lets the leader claim
+	// leadership, counted from the tick the round was sent. Zero means MaxLeaseTicks(E, drift).
+	LeaseTicks int
+	// AppLeaseTicks is the lease reported to the application, counted from the same round. It
+	// is what a handover waits for, so a few heartbeats keep handover fast. Zero means three
+	// heartbeat intervals. It is capped at LeaseTicks.
+	AppLeaseTicks int
+	// MaxDrift is the bound on the relative rate difference of two members' clocks, used for
+	// the default LeaseTicks. Zero means DefaultMaxDrift.
+	MaxDrift float64
+
+	// DisablePreVote turns off the pre-vote phase (only tests should).
+	DisablePreVote bool
+
+	// HardState is the durable state loaded at start.
+	HardState HardState
+
+	// Rand draws the randomized election timeouts.
+	Rand Rand
+}
+
+// DefaultMaxDrift bounds the relative clock-rate difference between two members: 5%, far above
+// what quartz clocks do, so that a VM's clock slewing does not break the lease.
+const DefaultMaxDrift = 0.05
+
+// MaxLeaseTicks is the longest safe lease for minimum election timeout e under drift bound
+// drift. A follower refuses votes for at least e-1 whole ticks after it received a heartbeat
+// (it may receive it just before its next tick), and its clock may run faster than the
+// leader's by the drift bound.
+func MaxLeaseTicks(e int, drift float64) int {
+	return int(float64(e-1) * (1 - drift))
+}
+
+// Errors returned by the core.
+var (
+	ErrNotLeader        = errors.New("not the leader")
+	ErrNoTransferTarget = errors.New("no other voter to transfer leadership to")
+	ErrTransferring     = errors.New("leadership transfer already in progress")
+	ErrUnknownMember    = errors.New("unknown member")
+	ErrWrongCluster     = errors.New("message for another cluster")
+	ErrWrongRecipient   = errors.New("message for another member")
+)
+
+func (c *Config) validate() error {
+	if c.ID == "" {
+		return errors.New("member id is empty")
+	}
+	if c.Cluster == "" {
+		return errors.New("cluster id is empty")
+	}
+	if c.ElectionTicks <= 0 || c.HeartbeatTicks <= 0 {
+		return fmt.Errorf("election ticks (%d) and heartbeat ticks (%d) must be positive", c.ElectionTicks, c.HeartbeatTicks)
+	}
+	if c.ElectionTicks < 3*c.HeartbeatTicks {
+		return fmt.Errorf("election timeout (%d ticks) must be at least 3 heartbeat intervals (%d ticks each) so the lease can be renewed before it runs out",
+			c.ElectionTicks, c.HeartbeatTicks)
+	}
+	if c.MaxDrift < 0 || c.MaxDrift >= 0.5 {
+		return fmt.Errorf("drift bound %v must be in [0, 0.5)", c.MaxDrift)
+	}
+	max := MaxLeaseTicks(c.ElectionTicks, c.MaxDrift)
+	if c.LeaseTicks > max {
+		return fmt.Errorf("lease of %d ticks is longer than the safe maximum %d for election timeout %d", c.LeaseTicks, max, c.ElectionTicks)
+	}
+	if c.LeaseTicks <= c.HeartbeatTicks {
+		return fmt.Errorf("lease of %d ticks is not longer than the heartbeat interval (%d ticks): it would lapse between rounds", c.LeaseTicks, c.HeartbeatTicks)
+	}
+	if c.AppLeaseTicks <= 0 || c.AppLeaseTicks > c.LeaseTicks {
+		return fmt.Errorf("reported lease of %d ticks must be positive and at most the lease (%d ticks)", c.AppLeaseTicks, c.LeaseTicks)
+	}
+	if c.Rand == nil {
+		return errors.New("no random source")
+	}
+	seen := map[string]bool{}
+	for _, id := range append(append([]string{}, c.Voters...), c.Learners...) {
+		if id == "" || len(id) > MaxIDLength {
+			return fmt.Errorf("member id %q is empty or longer than %d bytes", truncate(id), MaxIDLength)
+		}
+		if seen[id] {
+			return fmt.Errorf("member %q listed twice", id)
+		}
+		seen[id] = true
+	}
+	if c.HardState.Term > MaxTerm {
+		return fmt.Errorf("persisted term %d exceeds the limit", c.HardState.Term)
+	}
+	return nil
+}
+
+// round is one heartbeat round the leader sent and is counting acknowledgements for.
+type round struct {
+	id   uint64
+	sent uint64 // tick
+	acks map[string]bool
+}
+
+// Raft is one member's protocol state. It is not safe for concurrent use.
+type Raft struct {
+	id      string
+	cluster string
+	voters  map[string]bool
+	learner map[string]bool
+
+	term  uint64
+	vote  string
+	state StateType
+	lead  string
+
+	electionTicks  int
+	heartbeatTicks int
+	leaseTicks     int
+	appLeaseTicks  int
+	preVote        bool
+	rand           Rand
+
+	// now counts ticks since start: the member's logical clock.
+	now uint64
+	// electionElapsed counts ticks since the last reset of the election timer (a heartbeat from
+	// the leader, a granted vote, a role change).
+	electionElapsed   int
+	randomizedTimeout int
+	heartbeatElapsed  int
+
+	votes map[string]bool // (pre-)candidate: votes received, true = granted
+
+	// Leader state.
+	round        uint64
+	rounds       []*round
+	quorumTick   uint64 // send tick of the newest majority-acknowledged round (or of election)
+	leaseUntil   uint64 // protocol lease held while now < leaseUntil
+	appLease     uint64 // reported lease, <= leaseUntil
+	lastAck      map[string]uint64
+	transferee   string
+	transferSent bool
+	transferAt   uint64 // tick the transfer started
+	// renounced: this leader sent timeout-now in this term and must never claim the lease
+	// again in it, since its successor's election skips the followers' leases.
+	renounced bool
+
+	msgs      []Message
+	persisted HardState
+}
+
+// New returns a member in the follower (or learner) state of its persisted term.
+func New(c Config) (*Raft, error) {
+	if c.AppLeaseTicks == 0 {
+		c.AppLeaseTicks = 3 * c.HeartbeatTicks
+	}
+	if c.MaxDrift == 0 {
+		c.MaxDrift = DefaultMaxDrift
+	}
+	if c.LeaseTicks == 0 {
+		c.LeaseTicks = MaxLeaseTicks(c.ElectionTicks, c.MaxDrift)
+	}
+	if c.AppLeaseTicks > c.LeaseTicks {
+		c.AppLeaseTicks = c.LeaseTicks
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("raft config: %w", err)
+	}
+	r := &Raft{
+		id:             c.ID,
+		cluster:        c.Cluster,
+		voters:         map[string]bool{},
+		learner:        map[string]bool{},
+		term:           c.HardState.Term,
+		vote:           c.HardState.Vote,
+		electionTicks:  c.ElectionTicks,
+		heartbeatTicks: c.HeartbeatTicks,
+		leaseTicks:     c.LeaseTicks,
+		appLeaseTicks:  c.AppLeaseTicks,
+		preVote:        !c.DisablePreVote,
+		rand:           c.Rand,
+		persisted:      c.HardState,
+	}
+	for _, id := range c.Voters {
+		r.voters[id] = true
+	}
+	for _, id := range c.Learners {
+		r.learner[id] = true
+	}
+	r.becomeFollower(r.term, None)
+	return r, nil
+}
+
+// ID returns the member's id.
+func (r *Raft) ID() string { return r.id }
+
+// Now returns the member's tick count.
+func (r *Raft) Now() uint64 { return r.now }
+
+func (r *Raft) isVoter() bool { return r.voters[r.id] }
+
+func (r *Raft) quorum() int { return len(r.voters)/2 + 1 }
+
+// members returns every other member (voters and learners) in a stable order.
+func (r *Raft) peers() []string {
+	out := make([]string, 0, len(r.voters)+len(r.learner))
+	for _, set := range []map[string]bool{r.voters, r.learner} {
+		for _, id := range sortedKeys(set) {
+			if id != r.id {
+				out = append(out, id)
+			}
+		}
+	}
+	return out
+}
+
+func (r *Raft) voterPeers() []string {
+	out := make([]string, 0, len(r.voters))
+	for _, id := range sortedKeys(r.voters) {
+		if id != r.id {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func (r *Raft) resetElectionTimer() {
+	r.electionElapsed = 0
+	// Randomized on every reset, so that members that reset together do not time out together.
+	r.randomizedTimeout = r.electionTicks + r.rand.Intn(r.electionTicks)
+}
+
+func (r *Raft) reset(term uint64) {
+	if r.term != term {
+		r.term = term
+		r.vote = None
+	}
+	r.lead = None
+	r.resetElectionTimer()
+	r.heartbeatElapsed = 0
+	r.votes = nil
+	r.rounds = nil
+	r.leaseUntil = 0
+	r.appLease = 0
+	r.lastAck = nil
+	r.transferee = None
+	r.transferSent = false
+	r.renounced = false
+}
+
+func (r *Raft) becomeFollower(term uint64, lead string) {
+	r.reset(term)
+	r.lead = lead
+	if r.isVoter() {
+		r.state = StateFollower
+	} else {
+		r.state = StateLearner
+	}
+}
+
+func (r *Raft) becomePreCandidate() {
+	if r.state == StateLeader {
+		panic("invalid transition [leader -> pre-candidate]")
+	}
+	// The term does not move and the vote is kept: a pre-vote changes nothing durable.
+	r.lead = None
+	r.resetElectionTimer()
+	r.votes = map[string]bool{}
+	r.state = StatePreCandidate
+}
+
+func (r *Raft) becomeCandidate() {
+	if r.state == StateLeader {
+		panic("invalid transition [leader -> candidate]")
+	}
+	r.reset(r.term + 1)
+	r.vote = r.id
+	r.votes = map[string]bool{}
+	r.state = StateCandidate
+}
+
+func (r *Raft) becomeLeader() {
+	if r.state != StateCandidate {
+		panic(fmt.Sprintf("invalid transition [%s -> leader]", r.state))
+	}
+	r.reset(r.term)
+	r.lead = r.id
+	r.state = StateLeader
+	r.quorumTick = r.now
+	r.lastAck = map[string]uint64{}
+	r.broadcastHeartbeat()
+}
+
+// Tick advances the member's clock by one tick.
+func (r *Raft) Tick() {
+	r.now++
+	switch r.state {
+	case StateLeader:
+		r.tickLeader()
+	case StateLearner:
+		// A learner never campaigns; it only ages its view of the leader.
+		r.electionElapsed++
+	default:
+		r.electionElapsed++
+		if r.electionElapsed >= r.randomizedTimeout {
+			r.campaign(false)
+		}
+	}
+}
+
+func (r *Raft) tickLeader() {
+	// CheckQuorum: a leader that has not had a round acknowledged by a majority for an
+	// election timeout steps down. By then its lease ran out long ago (LeaseTicks < E).
+	if r.now-r.quorumTick >= uint64(r.electionTicks) {
+		r.becomeFollower(r.term, None)
+		return
+	}
+	if r.transferee != None {
+		if !r.transferSent && r.now >= r.appLease {
+			r.sendTimeoutNow()
+		}
+		// A transfer that has not produced a successor within an election timeout is
+		// abandoned by stepping down: having sent timeout-now, this leader may never claim
+		// the lease again in this term.
+		if r.now-r.transferAt >= uint64(r.electionTicks) {
+			r.becomeFollower(r.term, None)
+			return
+		}
+	}
+	r.heartbeatElapsed++
+	if r.heartbeatElapsed >= r.heartbeatTicks {
+		r.broadcastHeartbeat()
+	}
+}
+
+func (r *Raft) send(m Message) {
+	m.Cluster = r.cluster
+	m.From = r.id
+	if m.Term == 0 {
+		m.Term = r.term
+	}
+	r.msgs = append(r.msgs, m)
+}
+
+func (r *Raft) broadcastHeartbeat() {
+	r.heartbeatElapsed = 0
+	r.round++
+	rd := &round{id: r.round, sent: r.now, acks: map[string]bool{r.id: true}}
+	// Keep only the rounds that could still renew the lease.
+	keep := r.leaseTicks/r.heartbeatTicks + 2
+	if len(r.rounds) >= keep {
+		r.rounds = append(r.rounds[:0], r.rounds[len(r.rounds)-keep+1:]...)
+	}
+	r.rounds = append(r.rounds, rd)
+	for _, id := range r.peers() {
+		r.send(Message{Type: MsgAppend, To: id, Round: rd.id})
+	}
+	r.maybeRenewLease(rd)
+}
+
+func (r *Raft) maybeRenewLease(rd *round) {
+	n := 0
+	for id := range rd.acks {
+		if r.voters[id] {
+			n++
+		}
+	}
+	if n < r.quorum() {
+		return
+	}
+	if rd.sent > r.quorumTick {
+		r.quorumTick = rd.sent
+	}
+	if r.transferee != None || r.renounced {
+		return // handing over: no new lease, no new promise to the application
+	}
+	if until := rd.sent + uint64(r.leaseTicks); until > r.leaseUntil {
+		r.leaseUntil = until
+	}
+	if until := rd.sent + uint64(r.appLeaseTicks); until > r.appLease {
+		r.appLease = until
+	}
+}
+
+// campaign starts an election: the pre-vote phase first, unless it is disabled or the
+// election was asked for by timeout-now.
+func (r *Raft) campaign(transfer bool) {
+	if !r.isVoter() {
+		return
+	}
+	if r.preVote && !transfer {
+		r.becomePreCandidate()
+		r.requestVotes(true, false)
+		return
+	}
+	r.startElection(transfer)
+}
+
+// startElection runs the real election: a new term and a vote for itself.
+func (r *Raft) startElection(transfer bool) {
+	r.becomeCandidate()
+	r.requestVotes(false, transfer)
+}
+
+func (r *Raft) requestVotes(pre, transfer bool) {
+	term := r.term
+	if pre {
+		term = r.term + 1
+	}
+	r.votes[r.id] = true
+	if r.tally() {
+		return
+	}
+	for _, id := range r.voterPeers() {
+		r.send(Message{Type: MsgVote, To: id, Term: term, PreVote: pre, Transfer: transfer,
+			LastLogIndex: r.lastLogIndex(), LastLogTerm: r.lastLogTerm()})
+	}
+}
+
+// tally acts on the votes counted so far; it reports whether the election is decided.
+func (r *Raft) tally() bool {
+	granted, rejected := 0, 0
+	for id, ok := range r.votes {
+		if !r.voters[id] {
+			continue
+		}
+		if ok {
+			granted++
+		} else {
+			rejected++
+		}
+	}
+	switch {
+	case granted >= r.quorum():
+		if r.state == StatePreCandidate {
+			r.startElection(false)
+			return true
+		}
+		r.becomeLeader()
+		return true
+	case rejected >= r.quorum():
+		r.becomeFollower(r.term, None)
+		return true
+	}
+	return false
+}
+
+// Log position hooks: the log holds nothing yet; membership will fill these in.
+func (r *Raft) lastLogIndex() uint64 { return 0 }
+func (r *Raft) lastLogTerm() uint64  { return 0 }
+
+func (r *Raft) logUpToDate(index, term uint64) bool {
+	return term > r.lastLogTerm() || term == r.lastLogTerm() && index >= r.lastLogIndex()
+}
+
+// inLease reports whether this member is bound by a leader's lease: it is the leader, or it
+// heard from its leader less than a minimum election timeout ago.
+func (r *Raft) inLease() bool {
+	if r.state == StateLeader {
+		return true
+	}
+	return r.lead != None && r.electionElapsed < r.electionTicks
+}
+
+func (r *Raft) known(id string) bool { return r.voters[id] || r.learner[id] }
+
+// Step feeds a message received from a peer. A message that fails validation, comes from
+// another cluster or an unknown member, or is addressed to someone else is refused with an
+// error and changes nothing.
+func (r *Raft) Step(m Message) error {
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	if m.Cluster != r.cluster {
+		return fmt.Errorf("%w: %q", ErrWrongCluster, truncate(m.Cluster))
+	}
+	if m.To != r.id {
+		return fmt.Errorf("%w: %q", ErrWrongRecipient, truncate(m.To))
+	}
+	if !r.known(m.From) {
+		return fmt.Errorf("%w: %q", ErrUnknownMember, truncate(m.From))
+	}
+	if m.Type == MsgVote && !r.voters[m.From] {
+		// Only voters may be elected; a learner's request must not move our term.
+		r.send(Message{Type: MsgVoteResp, To: m.From, PreVote: m.PreVote, Reject: true})
+		return nil
+	}
+
+	switch {
+	case m.Term > r.term:
+		switch {
+		case m.Type == MsgVote:
+			if r.inLease() && !m.Transfer {
+				// A member that hears from a live leader does not let a returning or
+				// cut-off member disrupt it, and keeps the lease promise it made.
+				r.send(Message{Type: MsgVoteResp, To: m.From, Term: r.term, PreVote: m.PreVote, Reject: true})
+				return nil
+			}
+			if m.PreVote {
+				break // a pre-vote never moves the term
+			}
+			r.becomeFollower(m.Term, None)
+		case m.Type == MsgVoteResp && m.PreVote && !m.Reject:
+			// A granted pre-vote echoes the future term; nothing to adopt.
+		default:
+			lead := None
+			if m.Type == MsgAppend || m.Type == MsgTimeoutNow {
+				lead = m.From
+			}
+			r.becomeFollower(m.Term, lead)
+		}
+	case m.Term < r.term:
+		switch m.Type {
+		case MsgAppend:
+			// Tell a stale leader about the newer term so it steps down.
+			r.send(Message{Type: MsgAppendResp, To: m.From, Round: m.Round, Reject: true})
+		case MsgVote:
+			r.send(Message{Type: MsgVoteResp, To: m.From, PreVote: m.PreVote, Reject: true})
+		}
+		// Anything else from an older term is stale: drop it.
+		return nil
+	}
+
+	switch m.Type {
+	case MsgVote:
+		r.handleVote(m)
+	case MsgVoteResp:
+		r.handleVoteResp(m)
+	case MsgAppend:
+		r.handleAppend(m)
+	case MsgAppendResp:
+		r.handleAppendResp(m)
+	case MsgTimeoutNow:
+		r.handleTimeoutNow(m)
+	}
+	return nil
+}
+
+func (r *Raft) handleVote(m Message) {
+	var canVote bool
+	if m.PreVote {
+		// The candidate's future term must exceed ours; the lease was checked above.
+		canVote = m.Term > r.term && !(r.state == StateLeader)
+	} else {
+		// One vote per term; and a member that already follows a leader in this term
+		// does not vote for anyone else in it.
+		canVote = r.vote == m.From || r.vote == None && r.lead == None
+	}
+	if canVote && r.logUpToDate(m.LastLogIndex, m.LastLogTerm) {
+		r.send(Message{Type: MsgVoteResp, To: m.From, Term: m.Term, PreVote: m.PreVote})
+		if !m.PreVote {
+			r.vote = m.From
+			r.resetElectionTimer()
+		}
+		return
+	}
+	r.send(Message{Type: MsgVoteResp, To: m.From, Term: r.term, PreVote: m.PreVote, Reject: true})
+}
+
+func (r *Raft) handleVoteResp(m Message) {
+	switch {
+	case r.state == StatePreCandidate && m.PreVote:
+		if !m.Reject && m.Term != r.term+1 {
+			return // for another pre-vote round
+		}
+	case r.state == StateCandidate && !m.PreVote:
+		if m.Term != r.term {
+			return
+		}
+	default:
+		return // not campaigning, or a response to another phase
+	}
+	if _, seen := r.votes[m.From]; seen {
+		return
+	}
+	r.votes[m.From] = !m.Reject
+	r.tally()
+}
+
+func (r *Raft) handleAppend(m Message) {
+	switch r.state {
+	case StateLeader:
+		// Two leaders in one term would be a protocol violation; never acknowledge.
+		return
+	case StateCandidate, StatePreCandidate:
+		// A candidate that meets a valid leader of its term steps down.
+		r.becomeFollower(r.term, m.From)
+	}
+	if r.lead != m.From {
+		r.lead = m.From
+	}
+	r.resetElectionTimer()
+	r.send(Message{Type: MsgAppendResp, To: m.From, Round: m.Round})
+}
+
+func (r *Raft) handleAppendResp(m Message) {
+	if r.state != StateLeader || m.Reject {
+		return
+	}
+	r.lastAck[m.From] = r.now
+	for _, rd := range r.rounds {
+		if rd.id == m.Round {
+			rd.acks[m.From] = true
+			r.maybeRenewLease(rd)
+			return
+		}
+	}
+}
+
+func (r *Raft) handleTimeoutNow(m Message) {
+	if r.lead != m.From || !r.isVoter() || r.state != StateFollower {
+		return
+	}
+	r.campaign(true)
+}
+
+// TransferLeadership starts a leadership transfer to target, or to the most recently
+// responsive voter if target is None. The leader stops claiming the lease at once, keeps
+// heartbeating so nobody else campaigns, waits until every lease it may have reported to the
+// application has expired, and then sends timeout-now.
+func (r *Raft) TransferLeadership(target string) error {
+	if r.state != StateLeader {
+		return ErrNotLeader
+	}
+	if r.transferee != None || r.renounced {
+		return ErrTransferring
+	}
+	if target == None {
+		target = r.bestTransferee()
+	}
+	if target == None || target == r.id || !r.voters[target] {
+		return ErrNoTransferTarget
+	}
+	r.transferee = target
+	r.transferAt = r.now
+	r.leaseUntil = 0 // stop claiming; appLease keeps the last promise made to the app
+	if r.now >= r.appLease {
+		r.sendTimeoutNow()
+	}
+	return nil
+}
+
+func (r *Raft) bestTransferee() string {
+	best, bestAt := None, uint64(0)
+	for _, id := range r.voterPeers() {
+		if at, ok := r.lastAck[id]; ok && (best == None || at > bestAt) {
+			best, bestAt = id, at
+		}
+	}
+	return best
+}
+
+func (r *Raft) sendTimeoutNow() {
+	r.transferSent = true
+	r.renounced = true
+	r.send(Message{Type: MsgTimeoutNow, To: r.transferee})
+}
+
+// Status is a snapshot of a member's state.
+type Status struct {
+	ID     string
+	Term   uint64
+	Vote   string
+	State  StateType
+	Leader string
+	// Now is the member's tick count.
+	Now uint64
+	// LeaseUntil: the member holds the leader lease while Now < LeaseUntil. Zero when it
+	// does not lead, or leads without a lease (not yet acknowledged, or handing over).
+	LeaseUntil uint64
+	// AppLeaseUntil is the lease the member may report to the application, <= LeaseUntil;
+	// zero whenever LeaseUntil is.
+	AppLeaseUntil uint64
+	// Transferring: the leader is handing over and claims no lease.
+	Transferring bool
+	// LastAck is, for a leader, the tick each peer last acknowledged a heartbeat.
+	LastAck map[string]uint64
+}
+
+// HoldsLease reports whether the member holds a valid leader lease at its current tick.
+func (s Status) HoldsLease() bool { return s.State == StateLeader && s.Now < s.LeaseUntil }
+
+// Status returns the member's current state.
+func (r *Raft) Status() Status {
+	s := Status{ID: r.id, Term: r.term, Vote: r.vote, State: r.state, Leader: r.lead, Now: r.now}
+	if r.state == StateLeader {
+		s.Transferring = r.transferee != None || r.renounced
+		if !s.Transferring && r.now < r.leaseUntil {
+			s.LeaseUntil = r.leaseUntil
+			s.AppLeaseUntil = min(r.appLease, r.leaseUntil)
+		}
+		s.LastAck = make(map[string]uint64, len(r.lastAck))
+		for k, v := range r.lastAck {
+			s.LastAck[k] = v
+		}
+	}
+	return s
+}
+
+// Ready is what the member produced since the last call: the state to persist first, then
+// the messages to send.
+type Ready struct {
+	// HardState must be persisted before any of Messages is sent, when MustPersist is set.
+	HardState   HardState
+	MustPersist bool
+	Messages    []Message
+}
+
+// Ready returns the pending output and clears it. The caller persists HardState (when
+// MustPersist) before sending Messages.
+func (r *Raft) Ready() Ready {
+	hs := HardState{Term: r.term, Vote: r.vote}
+	rd := Ready{HardState: hs, MustPersist: hs != r.persisted, Messages: r.msgs}
+	r.persisted = hs
+	r.msgs = nil
+	return rd
+}
+
+// HasReady reports whether Ready would return anything.
+func (r *Raft) HasReady() bool {
+	return len(r.msgs) > 0 || (HardState{Term: r.term, Vote: r.vote}) != r.persisted
+}
+
+func sortedKeys(set map[string]bool) []string {
+	out := make([]string, 0, len(set))
+	for k := range set {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
