@@ -177,7 +177,7 @@ func TestVotePersistedBeforeSendAndSurvivesRestart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go n.Run(ctx, snd)
 	// a grants its vote to b in term 5 and answers only once the vote is durable.
-	resp, err := n.Step(ctx, raft.Message{Type: raft.MsgVote, Cluster: "c1", From: "b", To: "a", Term: 5})
+	resp, err := n.Step(ctx, raft.Message{Type: raft.MsgVote, Cluster: "c1", From: "b", To: "a", Term: 5, Transfer: true})
 	if err != nil || resp == nil || resp.Reject || resp.Type != raft.MsgVoteResp {
 		t.Fatalf("vote: %+v %v", resp, err)
 	}
@@ -193,7 +193,7 @@ func TestVotePersistedBeforeSendAndSurvivesRestart(t *testing.T) {
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
 	go n2.Run(ctx2, snd)
-	resp, err = n2.Step(ctx2, raft.Message{Type: raft.MsgVote, Cluster: "c1", From: "c", To: "a", Term: 5})
+	resp, err = n2.Step(ctx2, raft.Message{Type: raft.MsgVote, Cluster: "c1", From: "c", To: "a", Term: 5, Transfer: true})
 	if err != nil || resp == nil || !resp.Reject {
 		t.Fatalf("restarted member voted twice in term 5: %+v %v", resp, err)
 	}

@@ -114,7 +114,8 @@ func (m *Message) Validate() error {
 	if m.From == m.To {
 		return bad("from and to are both %q", truncate(m.From))
 	}
-	if m.Term == 0 {
+	// A member that never saw a term (term 0) may refuse a request; anything else has a term.
+	if m.Term == 0 && (m.Type.IsRequest() || !m.Reject) {
 		return bad("term is 0")
 	}
 	if m.Term > MaxTerm {

@@ -533,8 +533,15 @@ func (r *Raft) logUpToDate(index, term uint64) bool {
 
 // inLease reports whether this member is bound by a leader's lease: it is the leader, or it
 // heard from its leader less than a minimum election timeout ago.
+//
+// A member that just (re)started is treated as having just heard from a leader: it may have
+// acknowledged a heartbeat round right before it crashed, and the lease that round granted
+// relies on it refusing votes for a minimum election timeout.
 func (r *Raft) inLease() bool {
 	if r.state == StateLeader {
+		return true
+	}
+	if r.now < uint64(r.electionTicks) {
 		return true
 	}
 	return r.lead != None && r.electionElapsed < r.electionTicks

@@ -24,6 +24,20 @@ func testConfig(id string, voters ...string) Config {
 	return Config{ID: id, Cluster: "c1", Voters: voters, ElectionTicks: testE, HeartbeatTicks: testHB, Rand: fixedRand(0)}
 }
 
+// pastStartGuard ticks a fresh member through the minimum election timeout after its start,
+// during which it refuses every vote (it may have acknowledged a round before a crash). Its
+// own timeout must be longer (Rand offset > 0).
+func pastStartGuard(t *testing.T, r *Raft) {
+	t.Helper()
+	for i := 0; i < testE; i++ {
+		r.Tick()
+	}
+	if r.state != StateFollower {
+		t.Fatalf("member campaigned during the start guard: %v", r.state)
+	}
+	r.Ready()
+}
+
 func newTestRaft(t *testing.T, c Config) *Raft {
 	t.Helper()
 	r, err := New(c)
@@ -158,7 +172,10 @@ func TestTermStaysPutWithoutFailures(t *testing.T) {
 }
 
 func TestOneVotePerTerm(t *testing.T) {
-	r := newTestRaft(t, testConfig("c", "a", "b", "c"))
+	c := testConfig("c", "a", "b", "c")
+	c.Rand = fixedRand(9)
+	r := newTestRaft(t, c)
+	pastStartGuard(t, r)
 	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "a", To: "c", Term: 1})
 	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "b", To: "c", Term: 1})
 	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "a", To: "c", Term: 1}) // repeat: granted again
@@ -178,7 +195,9 @@ func TestOneVotePerTerm(t *testing.T) {
 func TestDurableVoteSurvivesRestart(t *testing.T) {
 	c := testConfig("c", "a", "b", "c")
 	c.HardState = HardState{Term: 3, Vote: "a"}
+	c.Rand = fixedRand(9)
 	r := newTestRaft(t, c)
+	pastStartGuard(t, r)
 	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "b", To: "c", Term: 3})
 	if rd := r.Ready(); len(rd.Messages) != 1 || !rd.Messages[0].Reject || rd.MustPersist {
 		t.Fatalf("restarted member voted again in term 3: %+v", rd)
@@ -312,7 +331,9 @@ func TestPreVoteDoesNotBumpTerms(t *testing.T) {
 func TestPreVoteResponderKeepsState(t *testing.T) {
 	c := testConfig("b", "a", "b", "c")
 	c.HardState = HardState{Term: 2}
+	c.Rand = fixedRand(9)
 	r := newTestRaft(t, c)
+	pastStartGuard(t, r)
 	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "c", To: "b", Term: 3, PreVote: true})
 	rd := r.Ready()
 	if rd.MustPersist || r.term != 2 || r.vote != None {
@@ -644,6 +665,41 @@ func TestNoLeaderWithoutMajority(t *testing.T) {
 	for _, id := range n.ids {
 		if st := n.nodes[id].Status(); st.State == StateLeader || st.HoldsLease() {
 			t.Fatalf("%s leads without a majority: %+v", id, st)
+		}
+	}
+}
+
+func TestRestartedMemberRefusesVotesForElectionTimeout(t *testing.T) {
+	// b acknowledged a's round just before it crashed; after the restart it must keep the
+	// promise that acknowledgement made: no vote for anyone else for a minimum election timeout.
+	c := testConfig("b", "a", "b", "c")
+	c.HardState = HardState{Term: 1}
+	c.Rand = fixedRand(5)
+	r := newTestRaft(t, c)
+	for i := 0; i < testE; i++ {
+		for _, pre := range []bool{true, false} {
+			r.Step(Message{Type: MsgVote, Cluster: "c1", From: "c", To: "b", Term: 2, PreVote: pre})
+			if rd := r.Ready(); len(rd.Messages) != 1 || !rd.Messages[0].Reject || r.term != 1 || r.vote != None {
+				t.Fatalf("tick %d pre=%v: restarted member voted: %+v", i, pre, rd)
+			}
+		}
+		r.Tick()
+	}
+	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "c", To: "b", Term: 2})
+	if rd := r.Ready(); len(rd.Messages) != 1 || rd.Messages[0].Reject {
+		t.Fatalf("after the guard: %+v, want a granted vote", rd)
+	}
+}
+
+func TestRepliesOfAFreshMemberAreValid(t *testing.T) {
+	c := testConfig("a", "a", "b", "c")
+	c.Learners = []string{"l"}
+	r := newTestRaft(t, c)
+	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "l", To: "a", Term: 1})
+	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "b", To: "a", Term: 1, PreVote: true})
+	for _, m := range r.Ready().Messages {
+		if err := m.Validate(); err != nil {
+			t.Fatalf("reply %+v does not validate: %v", m, err)
 		}
 	}
 }

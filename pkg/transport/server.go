@@ -1,0 +1,200 @@
+package transport
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/raft-elector/raft-elector/pkg/raft"
+)
+
+// RPCPathPrefix is where the peer RPCs live: POST RPCPathPrefix + <request type>.
+const RPCPathPrefix = "/raft/v1/"
+
+const contentType = "application/json"
+
+func rpcPath(t raft.MessageType) string { return RPCPathPrefix + string(t) }
+
+// rpcFromPath returns the request type a path names.
+func rpcFromPath(path string) (raft.MessageType, bool) {
+	name, ok := strings.CutPrefix(path, RPCPathPrefix)
+	if !ok {
+		return "", false
+	}
+	t := raft.MessageType(name)
+	return t, t.IsRequest()
+}
+
+// Handler returns the server side of the transport, to be served on the peer port:
+//
+//	POST /raft/v1/{request-vote,append-entries,timeout-now}
+//	Content-Type: application/json, body: one raft.Message of that type, at most MaxMessageBytes
+//
+// Replies: 200 with the response message, or 204 when the request has none (timeout-now, or a
+// request the member chose not to answer). Errors are one line of JSON, {"error": "..."}:
+//
+//	404 the path names no RPC            405 not POST
+//	415 not application/json             413 body over MaxMessageBytes
+//	400 malformed, invalid, or of another type than the path (also raft.ErrInvalidMessage)
+//	403 raft.ErrWrongCluster, raft.ErrUnknownMember
+//	421 addressed to another member (also raft.ErrWrongRecipient): the sender's address book is stale
+//	500 the local member produced a response that does not answer the request (a bug here)
+//	503 the member could not process it now (context ended, shutting down, any other error)
+//
+// Every 4xx is decided before the member is involved, except those the member itself returns,
+// and nothing malformed reaches Handler.Step.
+func (t *HTTP) Handler() http.Handler { return http.HandlerFunc(t.serve) }
+
+// NewServer returns an http.Server for the peer port serving Handler, with timeouts that keep
+// a peer that trickles its headers or body (by accident or on purpose) from holding a
+// connection and a goroutine for long. Connections stay open between requests so heartbeats
+// reuse them. Shut it down before or after Close; either order is safe.
+func (t *HTTP) NewServer(addr string) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           t.Handler(),
+		ReadHeaderTimeout: 2 * time.Second,
+		ReadTimeout:       5 * time.Second,
+		WriteTimeout:      5 * time.Second,
+		IdleTimeout:       2 * time.Minute, // longer than the client's 90 s, so the client closes first
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          t.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
+	}
+}
+
+func (t *HTTP) serve(w http.ResponseWriter, r *http.Request) {
+	rpc, ok := rpcFromPath(r.URL.Path)
+	if !ok {
+		t.refuse(w, r, "unknown", http.StatusNotFound, "no such RPC; use POST "+RPCPathPrefix+"{request-vote,append-entries,timeout-now}")
+		return
+	}
+	name := string(rpc)
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		t.refuse(w, r, name, http.StatusMethodNotAllowed, "use POST")
+		return
+	}
+	// Requiring application/json also means a browser cannot send an RPC from another origin
+	// without a CORS preflight, which this server never grants.
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != contentType {
+		t.refuse(w, r, name, http.StatusUnsupportedMediaType, "content type must be "+contentType)
+		return
+	}
+	if r.ContentLength > MaxMessageBytes {
+		t.refuse(w, r, name, http.StatusRequestEntityTooLarge, "body over the limit")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxMessageBytes))
+	if err != nil {
+		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
+			t.refuse(w, r, name, http.StatusRequestEntityTooLarge, "body over the limit")
+			return
+		}
+		t.refuse(w, r, name, http.StatusBadRequest, "read body: "+err.Error())
+		return
+	}
+	// Request authentication goes here once it exists: after the body is read, before
+	// anything in it is trusted.
+	m, err := decodeMessage(body)
+	if err != nil {
+		t.refuse(w, r, name, http.StatusBadRequest, err.Error())
+		return
+	}
+	if m.Type != rpc {
+		t.refuse(w, r, name, http.StatusBadRequest, "body is a "+string(m.Type)+" sent to the "+name+" RPC")
+		return
+	}
+	if m.To != t.id {
+		t.refuse(w, r, name, http.StatusMisdirectedRequest, "this is member "+t.id+", not "+clip(m.To, 64))
+		return
+	}
+
+	if !t.inbound.enter() {
+		t.refuse(w, r, name, http.StatusServiceUnavailable, "member is shutting down")
+		return
+	}
+	defer t.inbound.exit()
+	// The call ends when the client gives up or when Close asks every call to end.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(t.ctx, cancel)()
+
+	resp, err := t.handler.Step(ctx, m)
+	if err != nil {
+		code := statusForStepError(err)
+		msg := err.Error()
+		if code == http.StatusServiceUnavailable {
+			// Internal errors (a disk that cannot be written) are the operator's business,
+			// logged here; the peer only needs to know to try again later.
+			msg = "member cannot process the message now"
+			if ctx.Err() == nil && t.serverLog.allow("step-error") {
+				t.log.Error("member failed to process a peer message (rate-limited)", "rpc", name, "from", m.From, "error", err)
+			}
+		}
+		t.refuse(w, r, name, code, msg)
+		return
+	}
+	if resp == nil {
+		t.obs.ObserveServed(name, http.StatusNoContent)
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	err = resp.Validate()
+	if err == nil {
+		err = checkResponse(m, *resp)
+	}
+	if err != nil {
+		if t.serverLog.allow("bad-response") {
+			t.log.Error("local member answered with a response that does not answer the request; not sent", "rpc", name, "error", err)
+		}
+		t.refuse(w, r, name, http.StatusInternalServerError, "member produced an invalid response")
+		return
+	}
+	out, err := encodeMessage(*resp)
+	if err != nil {
+		t.refuse(w, r, name, http.StatusInternalServerError, "encode response")
+		return
+	}
+	t.obs.ObserveServed(name, http.StatusOK)
+	w.Header().Set("Content-Type", contentType)
+	w.WriteHeader(http.StatusOK)
+	w.Write(append(out, '\n'))
+}
+
+// statusForStepError maps what the member refused a message for to the status that tells the
+// sender what to fix.
+func statusForStepError(err error) int {
+	switch {
+	case errors.Is(err, raft.ErrInvalidMessage):
+		return http.StatusBadRequest
+	case errors.Is(err, raft.ErrWrongCluster), errors.Is(err, raft.ErrUnknownMember):
+		return http.StatusForbidden
+	case errors.Is(err, raft.ErrWrongRecipient):
+		return http.StatusMisdirectedRequest
+	default: // context errors included: the peer may try again
+		return http.StatusServiceUnavailable
+	}
+}
+
+// refuse writes an error reply and accounts for it.
+func (t *HTTP) refuse(w http.ResponseWriter, r *http.Request, rpc string, code int, msg string) {
+	t.obs.ObserveServed(rpc, code)
+	if code != http.StatusServiceUnavailable && t.serverLog.allow(http.StatusText(code)) {
+		t.log.Warn("refused a peer request (rate-limited)", "code", code, "rpc", rpc, "remote", r.RemoteAddr, "error", clip(msg, 200))
+	}
+	body, _ := json.Marshal(struct {
+		Error string `json:"error"`
+	}{clip(msg, 500)})
+	h := w.Header()
+	h.Set("Content-Type", contentType)
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	w.Write(append(body, '\n'))
+}
