@@ -12,6 +12,7 @@ import (
 
 	"github.com/raft-elector/raft-elector/pkg/discovery"
 	"github.com/raft-elector/raft-elector/pkg/localapi"
+	"github.com/raft-elector/raft-elector/pkg/metrics"
 	"github.com/raft-elector/raft-elector/pkg/node"
 	"github.com/raft-elector/raft-elector/pkg/transport"
 )
@@ -23,6 +24,7 @@ type member struct {
 	storage *node.Storage
 	node    *node.Node
 	store   *localapi.Store
+	metrics *metrics.Metrics
 	tr      *transport.HTTP
 	servers []*http.Server
 	cancel  context.CancelFunc
@@ -43,7 +45,8 @@ func startMember(c *config, log hclog.Logger, observers ...node.Observer) (_ *me
 	}()
 	m := &member{cfg: c, log: log, storage: storage, runErr: make(chan error, 1)}
 	var store *localapi.Store
-	obs := append([]node.Observer{node.ObserverFunc(func(s node.Status) { store.Observe(s) })}, observers...)
+	mx := metrics.New(c.ClusterID)
+	obs := append([]node.Observer{node.ObserverFunc(func(s node.Status) { store.Observe(s) }), mx}, observers...)
 	n, err := node.New(node.Config{
 		ID:                c.ID,
 		Cluster:           c.ClusterID,
@@ -59,12 +62,14 @@ func startMember(c *config, log hclog.Logger, observers ...node.Observer) (_ *me
 		return nil, err
 	}
 	store = localapi.NewStore(n.Status())
-	m.node, m.store = n, store
+	m.node, m.store, m.metrics = n, store, mx
+	mx.Observe(n.Status())
 	tr, err := transport.NewHTTP(transport.HTTPConfig{
 		ID:         c.ID,
 		Handler:    n,
 		RPCTimeout: rpcTimeout(c),
 		Logger:     log.Named("transport"),
+		Observer:   mx,
 	})
 	if err != nil {
 		return nil, err
@@ -79,7 +84,7 @@ func startMember(c *config, log hclog.Logger, observers ...node.Observer) (_ *me
 	}{
 		{"peer", c.PeerAddr, tr.Handler(), 10 * time.Second},
 		{"local", c.LocalAddr, localapi.Handler(store), localapi.MaxWait + 10*time.Second},
-		{"ops", c.OpsAddr, localapi.OpsHandler(n, nil), 30 * time.Second},
+		{"ops", c.OpsAddr, localapi.OpsHandler(n, mx.Handler()), 30 * time.Second},
 	}
 	var listeners []net.Listener
 	defer func() {
