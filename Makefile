@@ -3,10 +3,12 @@ GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN      := bin/raft-elector
 LDFLAGS  := -s -w -X main.version=$(VERSION)
-# Packages with unit tests: everything except the multi-process suite, which runs once below.
-UNIT_PKGS = $(shell $(GO) list ./... | grep -v /test/e2e)
+# Packages with unit tests: everything except the suites that start real processes (members,
+# or kube-apiserver and etcd), which run once each, one package at a time, below.
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /test/e2e -e /test/kubeenv)
+KUBE_PKGS = ./test/kubeenv/
 
-.PHONY: all build test fmt-check vet unit e2e demo bench bench-quick fuzz clean
+.PHONY: all build test fmt-check vet unit e2e kube-env kube-test demo bench fuzz clean
 
 all: build
 
@@ -16,7 +18,7 @@ build:
 
 ## test: everything CI runs: formatting, vet, unit tests with the race detector (fuzz seed
 ## corpora included), and the multi-process suite against real raft-elector processes.
-test: fmt-check vet unit e2e
+test: fmt-check vet unit e2e kube-test
 
 fmt-check:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
@@ -30,6 +32,15 @@ unit:
 
 e2e:
 	$(GO) test -race -count=1 -timeout 20m ./test/e2e/
+
+## kube-env: build kube-apiserver and etcd from the Go module proxy into .cache/kube
+## (minutes the first time, cached after; rebuilt when hack/kube/*/go.mod changes).
+kube-env:
+	hack/kube/build.sh
+
+## kube-test: the tests against a real kube-apiserver and etcd.
+kube-test: kube-env
+	$(GO) test -race -count=1 -p 1 -timeout 20m $(KUBE_PKGS)
 
 ## demo: a 3-member cluster in one process; Ctrl-C to stop.
 demo:
@@ -49,4 +60,4 @@ fuzz:
 	done
 
 clean:
-	rm -rf bin
+	rm -rf bin .cache/kube
