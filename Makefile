@@ -8,7 +8,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /test/e2e -e /test/kubeenv)
 KUBE_PKGS = ./test/kubeenv/
 
-.PHONY: all build test fmt-check vet unit e2e kube-env kube-test demo bench fuzz clean
+.PHONY: all build test fmt-check vet unit e2e kube-env kube-test demo bench bench-quick fuzz clean
 
 all: build
 
@@ -31,7 +31,7 @@ unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
 e2e:
-	$(GO) test -race -count=1 -timeout 20m ./test/e2e/
+	$(GO) test -race -count=1 -p 1 -timeout 20m ./test/e2e/
 
 ## kube-env: build kube-apiserver and etcd from the Go module proxy into .cache/kube
 ## (minutes the first time, cached after; rebuilt when hack/kube/*/go.mod changes).
@@ -46,9 +46,14 @@ kube-test: kube-env
 demo:
 	$(GO) run ./cmd/sidecar demo --chaos
 
-## bench: failover/handover figures over real processes; writes docs/benchmarks.md.
+## bench: failover after SIGKILL and handover after SIGTERM over real processes (3 and 5
+## members, default and fast timings, 50 rounds each), idle CPU and RSS; writes
+## docs/benchmarks.md. bench-quick: 5 rounds, prints only.
 bench:
-	$(GO) test -count=1 -timeout 60m ./test/e2e/ -run '^$$' -bench BenchmarkFailover -benchtime 1x
+	$(GO) test ./test/e2e -run '^TestFailoverBenchmark$$' -count=1 -timeout 60m -v -args -failover.bench
+
+bench-quick:
+	$(GO) test ./test/e2e -run '^TestFailoverBenchmark$$' -count=1 -timeout 10m -v -args -failover.bench -failover.quick
 
 ## fuzz: a longer fuzz run of every fuzz target (FUZZTIME each).
 FUZZTIME ?= 60s

@@ -47,8 +47,8 @@ func TestBadFlagsExitTwoWithOneLineNamingTheFlag(t *testing.T) {
 
 func TestEnvironmentSetsFlagsAndDownwardAPIDefaults(t *testing.T) {
 	c, err := parseMemberFlags([]string{"--peers=p1=10.0.0.1:4041,p2=10.0.0.2:4041"}, env(map[string]string{
-		"POD_NAME":                       "p1",
-		"POD_IP":                         "10.0.0.1",
+		"POD_NAME":                        "p1",
+		"POD_IP":                          "10.0.0.1",
 		"RAFT_ELECTOR_HEARTBEAT_INTERVAL": "50ms",
 		"RAFT_ELECTOR_ELECTION_TIMEOUT":   "500ms",
 		"RAFT_ELECTOR_LOG_FORMAT":         "json",

@@ -30,7 +30,8 @@ const DefaultWait = 30 * time.Second
 
 // Answer is the JSON body of GET /leader and GET /leader/self.
 type Answer struct {
-	// Name is the leader's id, or empty when no leader is known.
+	// Name is the leader's id, or empty when no leader is known. A member names itself only
+	// while it holds the lease.
 	Name string `json:"name"`
 	// Self is this member's id.
 	Self string `json:"self"`
@@ -98,7 +99,15 @@ func (s *Store) refresh() {
 
 func (s *Store) keyAt(now time.Time) key {
 	st := s.st
-	return key{name: st.Leader, isLeader: st.HoldsLease(now), term: st.Term, state: stateName(st.State)}
+	k := key{name: st.Leader, isLeader: st.HoldsLease(now), term: st.Term, state: stateName(st.State)}
+	if k.name == st.ID && !k.isLeader {
+		// A member names itself only while it holds the lease: an application that reads
+		// only the name (the leader-elector answer of GET /) must never see two pods name
+		// themselves at once, as it would while a handing-over or paused leader that has not
+		// yet heard of its successor still thinks it leads.
+		k.name = ""
+	}
+	return k
 }
 
 func (s *Store) refreshLocked(now time.Time) {

@@ -79,8 +79,11 @@ func TestLeaderAnswerShapes(t *testing.T) {
 	// Past the lease (a paused process that just woke up) the answer changes at once.
 	clk.Add(301 * time.Millisecond)
 	code, body = get(t, h, "/leader")
-	if code != 200 || body["isLeader"] != false || body["name"] != "a" {
-		t.Fatalf("after the lease: %d %v", code, body)
+	if code != 503 || body["isLeader"] != false || body["name"] != "" || body["state"] != "leader" {
+		t.Fatalf("after the lease: %d %v; a member names itself only while it holds the lease", code, body)
+	}
+	if code, body := get(t, h, "/"); code != 200 || body["name"] != "" {
+		t.Fatalf("/ after the lease: %d %v", code, body)
 	}
 	if code, _ := get(t, h, "/leader/self"); code != 503 {
 		t.Fatalf("/leader/self %d after the lease, want 503", code)

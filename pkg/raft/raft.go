@@ -225,6 +225,12 @@ type Raft struct {
 
 	msgs      []Message
 	persisted HardState
+
+	// boundUntil: this member refuses non-transfer votes while now < boundUntil, whatever
+	// its term or role, because it acknowledged a heartbeat round (or, as leader, sent one
+	// and counted itself) that a lease may rest on. Adopting a higher term from a stale
+	// message does not release it: the lease of that round runs on regardless.
+	boundUntil uint64
 }
 
 // New returns a member in the follower (or learner) state of its persisted term.
@@ -430,6 +436,7 @@ func (r *Raft) broadcastHeartbeat() {
 		r.rounds = append(r.rounds[:0], r.rounds[len(r.rounds)-keep+1:]...)
 	}
 	r.rounds = append(r.rounds, rd)
+	r.boundUntil = max(r.boundUntil, r.now+uint64(r.electionTicks))
 	for _, id := range r.peers() {
 		r.send(Message{Type: MsgAppend, To: id, Round: rd.id})
 	}
@@ -532,7 +539,8 @@ func (r *Raft) logUpToDate(index, term uint64) bool {
 }
 
 // inLease reports whether this member is bound by a leader's lease: it is the leader, or it
-// heard from its leader less than a minimum election timeout ago.
+// acknowledged a heartbeat round (or sent one as leader) less than a minimum election timeout
+// ago, whatever happened to its term since.
 //
 // A member that just (re)started is treated as having just heard from a leader: it may have
 // acknowledged a heartbeat round right before it crashed, and the lease that round granted
@@ -544,7 +552,7 @@ func (r *Raft) inLease() bool {
 	if r.now < uint64(r.electionTicks) {
 		return true
 	}
-	return r.lead != None && r.electionElapsed < r.electionTicks
+	return r.now < r.boundUntil
 }
 
 func (r *Raft) known(id string) bool { return r.voters[id] || r.learner[id] }
@@ -629,7 +637,9 @@ func (r *Raft) handleVote(m Message) {
 	} else {
 		// One vote per term; and a member that already follows a leader in this term
 		// does not vote for anyone else in it.
-		canVote = r.vote == m.From || r.vote == None && r.lead == None
+		// The lease binds in the current term too: a member that adopted this term from a
+		// stale message may still owe a lease it helped grant in the previous one.
+		canVote = r.vote == m.From || r.vote == None && r.lead == None && (m.Transfer || !r.inLease())
 	}
 	if canVote && r.logUpToDate(m.LastLogIndex, m.LastLogTerm) {
 		r.send(Message{Type: MsgVoteResp, To: m.From, Term: m.Term, PreVote: m.PreVote})
@@ -675,6 +685,7 @@ func (r *Raft) handleAppend(m Message) {
 		r.lead = m.From
 	}
 	r.resetElectionTimer()
+	r.boundUntil = max(r.boundUntil, r.now+uint64(r.electionTicks))
 	r.send(Message{Type: MsgAppendResp, To: m.From, Round: m.Round})
 }
 

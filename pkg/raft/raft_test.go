@@ -703,3 +703,42 @@ func TestRepliesOfAFreshMemberAreValid(t *testing.T) {
 		}
 	}
 }
+
+func TestDeposedLeaderStillRefusesVotesWhileItsLeaseRuns(t *testing.T) {
+	// Seed 1144946 of the simulator: a leader deposed by a stale rejection carrying a higher
+	// term must not vote for that candidate while the lease it counted itself in still runs.
+	n := newNetwork(t, "a", "b", "c")
+	n.tick(testE + 1)
+	a := n.nodes["a"]
+	if !a.Status().HoldsLease() {
+		t.Fatal("no lease")
+	}
+	a.Step(Message{Type: MsgAppendResp, Cluster: "c1", From: "c", To: "a", Term: 2, Reject: true})
+	if a.state != StateFollower || a.term != 2 {
+		t.Fatalf("not deposed: %v term %d", a.state, a.term)
+	}
+	a.Ready()
+	a.Step(Message{Type: MsgVote, Cluster: "c1", From: "c", To: "a", Term: 2})
+	if rd := a.Ready(); len(rd.Messages) != 1 || !rd.Messages[0].Reject || a.vote != None {
+		t.Fatalf("deposed leader voted in the same term while its lease ran: %+v", rd.Messages)
+	}
+}
+
+func TestFollowerAdoptingStaleTermStillRefusesVotes(t *testing.T) {
+	// Seed 3323099: a follower acknowledges a round, then adopts a higher term from a late
+	// rejection of its own old pre-vote; the lease it acknowledged still binds it.
+	c := testConfig("b", "a", "b", "c")
+	c.Rand = fixedRand(9)
+	r := newTestRaft(t, c)
+	pastStartGuard(t, r)
+	r.Step(Message{Type: MsgAppend, Cluster: "c1", From: "a", To: "b", Term: 1, Round: 5})
+	r.Step(Message{Type: MsgVoteResp, Cluster: "c1", From: "c", To: "b", Term: 2, PreVote: true, Reject: true})
+	if r.term != 2 || r.lead != None {
+		t.Fatalf("term %d lead %q", r.term, r.lead)
+	}
+	r.Ready()
+	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "c", To: "b", Term: 2})
+	if rd := r.Ready(); len(rd.Messages) != 1 || !rd.Messages[0].Reject {
+		t.Fatalf("follower voted inside the lease it acknowledged: %+v", rd.Messages)
+	}
+}

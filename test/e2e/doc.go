@@ -1,0 +1,19 @@
+// Package e2e holds the real-process tests of raft-elector: the election tests of the course
+// that the protocol follows (initial election, re-election after the leader is cut off, no
+// leader without a majority, many elections among seven members), crashes (SIGKILL), pauses
+// (SIGSTOP/SIGCONT), graceful handover (SIGTERM) and restarts with the same data directory,
+// run against real `raft-elector` processes talking HTTP over loopback through one fault
+// proxy (test/faultproxy) per directed link.
+//
+// Throughout every test a lease checker polls every member's GET /leader and fails the test
+// when two members' promised leases overlap, when a term has two leaders, or when a member's
+// term goes backwards (also across restarts with the same data directory).
+//
+// The tests build the binary themselves (go build ./cmd/sidecar, without -race) so that plain
+// `go test ./test/e2e/` works; RAFT_ELECTOR_E2E_BIN names a prebuilt binary instead. With
+// -short the cluster tests are skipped. A failing test prints the tail of every member's log
+// and of the checker's timeline, and keeps the full logs in a directory it names.
+//
+// TestFailoverBenchmark (only with -failover.bench) measures failover after SIGKILL and
+// handover after SIGTERM for 3 and 5 members, idle CPU and RSS, and writes docs/benchmarks.md.
+package e2e
