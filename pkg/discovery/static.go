@@ -18,10 +18,30 @@ import (
 
 // Member is one member as discovery sees it.
 type Member struct {
-	// ID is the member's identity in the cluster.
+	// ID is the member's identity in the cluster. In Kubernetes it is PodID(name, uid).
 	ID string
 	// Addr is host:port of the member's peer endpoint.
 	Addr string
+	// Name is the name to show for the member (the pod name; the id in static mode).
+	Name string
+	// Node and Zone say where the member runs, when known (Kubernetes), for voter placement.
+	Node, Zone string
+}
+
+// PodIDSeparator joins a pod's name and UID into a member id. Pod names are DNS subdomains
+// ([a-z0-9.-]), so the separator is never part of a name and the name can be recovered.
+const PodIDSeparator = "_"
+
+// PodID is the member id of a pod: its name and UID, so that a pod re-created under the same
+// name is a new member.
+func PodID(name, uid string) string { return name + PodIDSeparator + uid }
+
+// NameOf returns the name to show for member id: the pod name of a PodID, else the id.
+func NameOf(id string) string {
+	if name, uid, ok := strings.Cut(id, PodIDSeparator); ok && name != "" && uid != "" && !strings.Contains(uid, PodIDSeparator) {
+		return name
+	}
+	return id
 }
 
 // ParseStatic parses a static member list "id=host:port,id=host:port". Ids must be unique,
@@ -53,7 +73,7 @@ func ParseStatic(spec string) ([]Member, error) {
 			return nil, fmt.Errorf("address of %q: %w", id, err)
 		}
 		seen[id] = true
-		out = append(out, Member{ID: id, Addr: addr})
+		out = append(out, Member{ID: id, Addr: addr, Name: id})
 	}
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil

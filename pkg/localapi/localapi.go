@@ -57,7 +57,8 @@ type key struct {
 // Store holds the member's latest status and numbers the answers it produces. It is a
 // node.Observer: Observe never blocks.
 type Store struct {
-	now func() time.Time
+	now    func() time.Time
+	nameOf func(id string) string
 
 	mu      sync.Mutex
 	st      node.Status
@@ -69,7 +70,17 @@ type Store struct {
 
 // NewStore returns a store holding the member's initial status.
 func NewStore(initial node.Status) *Store {
-	s := &Store{now: time.Now, st: initial, index: 1, changed: make(chan struct{})}
+	s := &Store{now: time.Now, nameOf: func(id string) string { return id }, st: initial, index: 1, changed: make(chan struct{})}
+	s.key = s.keyAt(s.now())
+	return s
+}
+
+// WithNames makes the answers show nameOf(id) for member ids (in Kubernetes, the pod name of
+// an id that also holds the pod UID). Call it before serving.
+func (s *Store) WithNames(nameOf func(id string) string) *Store {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nameOf = nameOf
 	s.key = s.keyAt(s.now())
 	return s
 }
@@ -107,6 +118,9 @@ func (s *Store) keyAt(now time.Time) key {
 		// yet heard of its successor still thinks it leads.
 		k.name = ""
 	}
+	if k.name != "" {
+		k.name = s.nameOf(k.name)
+	}
 	return k
 }
 
@@ -126,7 +140,7 @@ func (s *Store) Answer() (Answer, <-chan struct{}) {
 	defer s.mu.Unlock()
 	now := s.now()
 	s.refreshLocked(now)
-	a := Answer{Name: s.key.name, Self: s.st.ID, IsLeader: s.key.isLeader, Term: s.key.term,
+	a := Answer{Name: s.key.name, Self: s.nameOf(s.st.ID), IsLeader: s.key.isLeader, Term: s.key.term,
 		State: s.key.state, Index: s.index}
 	if a.IsLeader {
 		a.LeaseExpiresAt = s.st.LeaseExpiresAt.UTC().Format(time.RFC3339Nano)

@@ -282,3 +282,16 @@ func jsonNum(v uint64) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+func TestAnswersShowPodNames(t *testing.T) {
+	s, clk := newTestStore(node.Status{ID: "web-0_uid0", State: raft.StateFollower, Leader: "web-1_uid1", Term: 2})
+	s.WithNames(func(id string) string { name, _, _ := strings.Cut(id, "_"); return name })
+	code, body := get(t, Handler(s), "/leader")
+	if code != 200 || body["name"] != "web-1" || body["self"] != "web-0" {
+		t.Fatalf("%d %v", code, body)
+	}
+	s.Observe(node.Status{ID: "web-0_uid0", State: raft.StateLeader, Leader: "web-0_uid0", Term: 3, LeaseExpiresAt: clk.Now().Add(time.Second)})
+	if code, body := get(t, Handler(s), "/"); code != 200 || body["name"] != "web-0" {
+		t.Fatalf("%d %v", code, body)
+	}
+}

@@ -113,6 +113,11 @@ type stepReq struct {
 	resp chan stepResult
 }
 
+type membersReq struct {
+	voters, learners []string
+	err              chan error
+}
+
 type stepResult struct {
 	m   *raft.Message
 	err error
@@ -129,6 +134,7 @@ type Node struct {
 
 	stepc     chan stepReq
 	transferc chan chan error
+	membersc  chan membersReq
 	done      chan struct{}
 
 	start    time.Time
@@ -207,6 +213,7 @@ func New(cfg Config) (*Node, error) {
 		observers: cfg.Observers,
 		stepc:     make(chan stepReq),
 		transferc: make(chan chan error),
+		membersc:  make(chan membersReq),
 		done:      make(chan struct{}),
 		changed:   make(chan struct{}),
 	}
@@ -292,6 +299,11 @@ func (n *Node) Run(ctx context.Context, s Sender) error {
 				res = stepResult{err: err}
 			}
 			req.resp <- res
+		case req := <-n.membersc:
+			n.catchUp()
+			merr := n.raft.SetMembers(req.voters, req.learners)
+			_, err = n.processReady(s, nil)
+			req.err <- merr
 		case errc := <-n.transferc:
 			n.catchUp()
 			terr := n.raft.TransferLeadership(raft.None)
@@ -352,14 +364,16 @@ func (n *Node) tickTime(k uint64) time.Time {
 func (n *Node) makeStatus() Status {
 	rs := n.raft.Status()
 	st := Status{ID: rs.ID, Term: rs.Term, State: rs.State, Leader: rs.Leader,
-		Transferring: rs.Transferring, Voters: len(n.cfg.Voters)}
+		Transferring: rs.Transferring}
+	voters := n.raft.Voters()
+	st.Voters = len(voters)
 	if rs.LeaseUntil != 0 {
 		st.ProtocolLeaseExpiresAt = n.tickTime(rs.LeaseUntil)
 		st.LeaseExpiresAt = n.tickTime(rs.AppLeaseUntil)
 	}
 	if rs.State == raft.StateLeader {
 		window := uint64(n.cfg.ElectionTimeout / n.tick)
-		for _, id := range n.cfg.Voters {
+		for _, id := range voters {
 			if at, ok := rs.LastAck[id]; ok && rs.Now-at < window {
 				st.Reachable = append(st.Reachable, id)
 			}
@@ -391,7 +405,7 @@ func (n *Node) publish() {
 func sameStatus(a, b Status) bool {
 	return a.ID == b.ID && a.Term == b.Term && a.State == b.State && a.Leader == b.Leader &&
 		a.LeaseExpiresAt.Equal(b.LeaseExpiresAt) && a.ProtocolLeaseExpiresAt.Equal(b.ProtocolLeaseExpiresAt) &&
-		a.Transferring == b.Transferring && len(a.Reachable) == len(b.Reachable)
+		a.Transferring == b.Transferring && len(a.Reachable) == len(b.Reachable) && a.Voters == b.Voters
 }
 
 func reason(old, st Status) string {
@@ -412,6 +426,20 @@ func reason(old, st Status) string {
 		return "heard from the leader"
 	}
 	return "role change"
+}
+
+// SetMembers replaces the member's configuration (see raft.SetMembers for what that does and
+// does not guarantee). An invalid configuration is refused and changes nothing.
+func (n *Node) SetMembers(ctx context.Context, voters, learners []string) error {
+	req := membersReq{voters: voters, learners: learners, err: make(chan error, 1)}
+	select {
+	case n.membersc <- req:
+	case <-n.done:
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-req.err
 }
 
 // TransferLeadership asks a leading member to hand over: it stops claiming the lease, waits

@@ -278,6 +278,9 @@ func New(c Config) (*Raft, error) {
 // ID returns the member's id.
 func (r *Raft) ID() string { return r.id }
 
+// Voters returns the voters of the member's configuration, sorted.
+func (r *Raft) Voters() []string { return sortedKeys(r.voters) }
+
 // Now returns the member's tick count.
 func (r *Raft) Now() uint64 { return r.now }
 
@@ -708,6 +711,50 @@ func (r *Raft) handleTimeoutNow(m Message) {
 		return
 	}
 	r.campaign(true)
+}
+
+// SetMembers replaces the configuration with the given voters and learners, at once.
+//
+// This is the configuration of discovery, not of the Raft log: it is safe only while all
+// members see the same set. Changing it through the log, one member at a time, is what the
+// membership work will add; until then a member that sees a different set than its peers may
+// count a different majority.
+func (r *Raft) SetMembers(voters, learners []string) error {
+	seen := map[string]bool{}
+	for _, id := range append(append([]string{}, voters...), learners...) {
+		if id == "" || len(id) > MaxIDLength {
+			return fmt.Errorf("member id %q is empty or longer than %d bytes", truncate(id), MaxIDLength)
+		}
+		if seen[id] {
+			return fmt.Errorf("member %q listed twice", truncate(id))
+		}
+		seen[id] = true
+	}
+	r.voters, r.learner = map[string]bool{}, map[string]bool{}
+	for _, id := range voters {
+		r.voters[id] = true
+	}
+	for _, id := range learners {
+		r.learner[id] = true
+	}
+	switch {
+	case !r.isVoter() && r.state != StateLearner:
+		// Removed as a voter: a leader steps down (its lease went with its quorum), a
+		// candidate stops campaigning.
+		r.becomeFollower(r.term, r.lead)
+	case r.isVoter() && r.state == StateLearner:
+		r.state = StateFollower
+		r.resetElectionTimer()
+	case r.state == StateCandidate || r.state == StatePreCandidate:
+		r.tally() // the quorum may have changed
+	}
+	if r.transferee != None && !r.voters[r.transferee] {
+		r.transferee = r.bestTransferee()
+		if r.transferee == None {
+			r.becomeFollower(r.term, None)
+		}
+	}
+	return nil
 }
 
 // TransferLeadership starts a leadership transfer to target, or to the most recently

@@ -742,3 +742,41 @@ func TestFollowerAdoptingStaleTermStillRefusesVotes(t *testing.T) {
 		t.Fatalf("follower voted inside the lease it acknowledged: %+v", rd.Messages)
 	}
 }
+
+func TestSetMembers(t *testing.T) {
+	n := newNetwork(t, "a", "b", "c")
+	n.tick(testE + 1)
+	a := n.nodes["a"]
+	// Removing the leader as a voter ends its leadership and its lease.
+	if err := a.SetMembers([]string{"b", "c"}, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	if st := a.Status(); st.State != StateLearner || st.HoldsLease() {
+		t.Fatalf("removed leader: %+v", st)
+	}
+	// A learner made a voter becomes a follower and may campaign again.
+	if err := a.SetMembers([]string{"a", "b", "c"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if st := a.Status(); st.State != StateFollower {
+		t.Fatalf("re-added voter: %+v", st)
+	}
+	// A member that is alone in its configuration elects itself.
+	for _, id := range n.ids {
+		if err := n.nodes[id].SetMembers([]string{id}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 3*testE; i++ {
+		a.Tick()
+	}
+	if st := a.Status(); st.State != StateLeader {
+		t.Fatalf("sole voter did not lead: %+v", st)
+	}
+	if err := a.SetMembers([]string{"x", "x"}, nil); err == nil {
+		t.Fatal("duplicate member accepted")
+	}
+	if err := a.SetMembers([]string{""}, nil); err == nil {
+		t.Fatal("empty id accepted")
+	}
+}
