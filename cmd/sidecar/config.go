@@ -9,8 +9,12 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/raft-elector/raft-elector/pkg/discovery"
 	"github.com/raft-elector/raft-elector/pkg/raft"
@@ -41,6 +45,10 @@ type config struct {
 	Peers             []discovery.Member
 	Namespace         string
 	Selector          string
+	PodName           string
+	PodUID            string
+	Kubeconfig        string
+	PeerPort          int
 	PeerAddr          string
 	AdvertiseAddr     string
 	LocalAddr         string
@@ -100,7 +108,9 @@ func parseMemberFlags(args []string, getenv func(string) string, stderr io.Write
 	if podIP != "" {
 		advertiseDefault = net.JoinHostPort(podIP, DefaultPeerPort)
 	}
-	fs.StringVar(&c.ID, "id", getenv("POD_NAME"), "this member's id (default $POD_NAME)")
+	fs.StringVar(&c.ID, "id", getenv("POD_NAME"), "this member's id; in Kubernetes mode the pod name (default $POD_NAME)")
+	fs.StringVar(&c.PodUID, "pod-uid", getenv("POD_UID"), "kubernetes discovery: this pod's UID, part of the member identity (default $POD_UID)")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubernetes discovery: kubeconfig file (default: the in-cluster service account)")
 	fs.StringVar(&c.ClusterID, "cluster-id", "", "cluster id carried by every peer message (static discovery: default derived from the member ids)")
 	fs.StringVar(&c.Discovery, "discovery", "", "how members are found: kubernetes or static (default static when --peers is set, else kubernetes)")
 	peers := fs.String("peers", "", "static discovery: id=host:port,... (may include this member)")
@@ -178,7 +188,9 @@ func (c *config) finish(peers string) error {
 			c.ClusterID = "static-" + hex.EncodeToString(sum[:6])
 		}
 	case "kubernetes":
-		return usagef("--discovery=kubernetes is not available in this build yet; use --discovery=static --peers id=host:port,...")
+		if err := c.finishKubernetes(); err != nil {
+			return err
+		}
 	default:
 		return usagef("--discovery must be kubernetes or static, not %q", c.Discovery)
 	}
@@ -194,6 +206,13 @@ func (c *config) finish(peers string) error {
 		if err := discovery.CheckAddr(c.AdvertiseAddr); err != nil {
 			return usagef("--advertise-addr: %v", err)
 		}
+	}
+	c.PeerPort = portOf(c.AdvertiseAddr)
+	if c.PeerPort == 0 {
+		c.PeerPort = portOf(c.PeerAddr)
+	}
+	if c.Discovery == "kubernetes" && c.PeerPort == 0 {
+		return usagef("--peer-addr %q has no port that peers could reach; set --advertise-addr", c.PeerAddr)
 	}
 	if c.DataDir == "" {
 		return usagef("--data-dir is empty")
@@ -242,4 +261,60 @@ func (c *config) finish(peers string) error {
 		return usagef("--auth-secret-file: peer authentication is not available in this build yet")
 	}
 	return nil
+}
+
+// finishKubernetes validates the settings of Kubernetes discovery. The member id becomes
+// <pod name>_<pod uid>, so a pod re-created under the same name is a new member.
+func (c *config) finishKubernetes() error {
+	c.PodName = c.ID
+	if c.PodUID == "" {
+		return usagef("--pod-uid is empty and $POD_UID is not set (give the pod's metadata.uid through the downward API)")
+	}
+	if errs := validation.IsDNS1123Subdomain(c.PodName); len(errs) > 0 {
+		return usagef("--id %q is not a pod name: %s", c.PodName, strings.Join(errs, "; "))
+	}
+	if strings.Contains(c.PodUID, discovery.PodIDSeparator) || len(c.PodUID) > 64 {
+		return usagef("--pod-uid %q is not a pod UID", c.PodUID)
+	}
+	c.ID = discovery.PodID(c.PodName, c.PodUID)
+	if c.Namespace == "" {
+		return usagef("--namespace is empty and $POD_NAMESPACE is not set")
+	}
+	if errs := validation.IsDNS1123Label(c.Namespace); len(errs) > 0 {
+		return usagef("--namespace %q: %s", c.Namespace, strings.Join(errs, "; "))
+	}
+	if c.Selector == "" {
+		return usagef("--selector is required with --discovery=kubernetes (the labels of the pods that form one cluster)")
+	}
+	sel, err := labels.Parse(c.Selector)
+	if err != nil {
+		return usagef("--selector %q: %v", c.Selector, err)
+	}
+	if sel.Empty() {
+		return usagef("--selector %q selects every pod; name the labels of this application's pods", c.Selector)
+	}
+	if c.Kubeconfig != "" {
+		if _, err := os.Stat(c.Kubeconfig); err != nil {
+			return usagef("--kubeconfig: %v", err)
+		}
+	}
+	if c.ClusterID == "" {
+		// Two applications in one namespace (two selectors) never share a cluster id, so
+		// they never exchange votes even if a pod IP is reused.
+		sum := sha256.Sum256([]byte(c.Namespace + "\n" + sel.String()))
+		c.ClusterID = "k8s-" + hex.EncodeToString(sum[:6])
+	}
+	return nil
+}
+
+func portOf(addr string) int {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p <= 0 || p > 65535 {
+		return 0
+	}
+	return p
 }

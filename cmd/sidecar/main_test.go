@@ -33,7 +33,12 @@ func TestBadFlagsExitTwoWithOneLineNamingTheFlag(t *testing.T) {
 		{[]string{"--id=a", "--peers=a=127.0.0.1:1", "--no-such-flag"}, nil, "no-such-flag"},
 		{[]string{"--id=a", "--peers=a=127.0.0.1:1"}, map[string]string{"RAFT_ELECTOR_ELECTION_TIMEOUT": "soon"}, "RAFT_ELECTOR_ELECTION_TIMEOUT"},
 		{[]string{"--id=a", "--peers=a=127.0.0.1:1", "extra"}, nil, "extra"},
-		{[]string{"--id=a", "--discovery=kubernetes"}, nil, "discovery"},
+		{[]string{"--id=a", "--discovery=kubernetes"}, nil, "pod-uid"},
+		{[]string{"--id=Bad_Name", "--discovery=kubernetes", "--pod-uid=u1"}, nil, "--id"},
+		{[]string{"--id=web-0", "--discovery=kubernetes", "--pod-uid=u1"}, nil, "namespace"},
+		{[]string{"--id=web-0", "--pod-uid=u1", "--namespace=ns"}, nil, "selector"},
+		{[]string{"--id=web-0", "--pod-uid=u1", "--namespace=ns", "--selector=app in (("}, nil, "selector"},
+		{[]string{"--id=web-0", "--pod-uid=u1", "--namespace=ns", "--selector=app=web", "--kubeconfig=/nonexistent"}, nil, "kubeconfig"},
 	}
 	for _, tc := range cases {
 		var stdout, stderr bytes.Buffer
@@ -73,6 +78,21 @@ func TestEnvironmentSetsFlagsAndDownwardAPIDefaults(t *testing.T) {
 	c2, _ := parseMemberFlags([]string{"--id=p1", "--peers=p1=10.0.0.1:4041,p3=10.0.0.3:4041"}, env(nil), &bytes.Buffer{})
 	if c2.ClusterID == c.ClusterID {
 		t.Fatal("different member sets share a cluster id")
+	}
+}
+
+func TestKubernetesIdentityAndClusterID(t *testing.T) {
+	e := env(map[string]string{"POD_NAME": "web-0", "POD_UID": "0a1b", "POD_NAMESPACE": "shop", "POD_IP": "10.1.2.3"})
+	c, err := parseMemberFlags([]string{"--selector=app=web"}, e, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Discovery != "kubernetes" || c.ID != "web-0_0a1b" || c.PodName != "web-0" || c.PeerPort != 4041 || !strings.HasPrefix(c.ClusterID, "k8s-") {
+		t.Fatalf("config %+v", c)
+	}
+	other, err := parseMemberFlags([]string{"--selector=app=cart"}, e, &bytes.Buffer{})
+	if err != nil || other.ClusterID == c.ClusterID {
+		t.Fatalf("two selectors share cluster id %q (%v)", c.ClusterID, err)
 	}
 }
 
