@@ -34,6 +34,9 @@ type member struct {
 // startMember opens the data dir, loads the durable state, binds the three listeners and
 // starts the member. Any failure is returned before anything runs.
 func startMember(c *config, log hclog.Logger, observers ...node.Observer) (_ *member, err error) {
+	if c.Discovery != "static" {
+		return nil, fmt.Errorf("--discovery=%s is not available in this build yet; use --discovery=static", c.Discovery)
+	}
 	storage, err := node.OpenStorage(c.DataDir, c.ClusterID, c.ID)
 	if err != nil {
 		return nil, err
