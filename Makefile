@@ -5,8 +5,8 @@ BIN      := bin/raft-elector
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 # Packages with unit tests: everything except the suites that start real processes (members,
 # or kube-apiserver and etcd), which run once each, one package at a time, below.
-UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /test/e2e -e /test/kubeenv)
-KUBE_PKGS = ./test/kubeenv/
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /test/e2e -e /test/kubeenv -e /test/kube/)
+KUBE_PKGS = ./test/kubeenv/ ./test/kube/...
 
 .PHONY: all build test fmt-check vet unit e2e kube-env kube-test demo bench bench-quick fuzz clean
 

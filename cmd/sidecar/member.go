@@ -34,8 +34,12 @@ type member struct {
 // startMember opens the data dir, loads the durable state, binds the three listeners and
 // starts the member. Any failure is returned before anything runs.
 func startMember(c *config, log hclog.Logger, observers ...node.Observer) (_ *member, err error) {
-	if c.Discovery != "static" {
-		return nil, fmt.Errorf("--discovery=%s is not available in this build yet; use --discovery=static", c.Discovery)
+	var kube *kubeParts
+	if c.Discovery == "kubernetes" {
+		if kube, err = newKubeParts(c, log); err != nil {
+			return nil, err
+		}
+		observers = append(observers, kube.labeler)
 	}
 	storage, err := node.OpenStorage(c.DataDir, c.ClusterID, c.ID)
 	if err != nil {
@@ -53,7 +57,7 @@ func startMember(c *config, log hclog.Logger, observers ...node.Observer) (_ *me
 	n, err := node.New(node.Config{
 		ID:                c.ID,
 		Cluster:           c.ClusterID,
-		Voters:            discovery.IDs(c.Peers),
+		Voters:            discovery.IDs(c.Peers), // Kubernetes: none until discovery has synced (a learner meanwhile)
 		HeartbeatInterval: c.HeartbeatInterval,
 		ElectionTimeout:   c.ElectionTimeout,
 		ReportedLease:     c.ReportedLease,
@@ -65,6 +69,9 @@ func startMember(c *config, log hclog.Logger, observers ...node.Observer) (_ *me
 		return nil, err
 	}
 	store = localapi.NewStore(n.Status())
+	if kube != nil {
+		store.WithNames(discovery.NameOf)
+	}
 	m.node, m.store, m.metrics = n, store, mx
 	mx.Observe(n.Status())
 	tr, err := transport.NewHTTP(transport.HTTPConfig{
@@ -78,7 +85,9 @@ func startMember(c *config, log hclog.Logger, observers ...node.Observer) (_ *me
 		return nil, err
 	}
 	m.tr = tr
-	tr.SetPeers(discovery.AddrBook(c.Peers, c.ID))
+	if kube == nil {
+		tr.SetPeers(discovery.AddrBook(c.Peers, c.ID))
+	}
 
 	handlers := []struct {
 		name, addr string
@@ -125,6 +134,9 @@ func startMember(c *config, log hclog.Logger, observers ...node.Observer) (_ *me
 				}
 			}
 		}(s, listeners[i])
+	}
+	if kube != nil {
+		go kube.run(ctx, m)
 	}
 	go func() {
 		if err := n.Run(ctx, tr); err != nil {

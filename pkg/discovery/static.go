@@ -1,6 +1,10 @@
 // Package discovery tells a member who the other members are and where to reach them.
 // Addresses always come from discovery; the Raft state holds member identities only.
 //
+// Kubernetes discovery (type Kubernetes) takes the members from the pods of one namespace
+// matching a label selector, through one shared informer; its doc comment and
+// docs/discovery.md state exactly which pod states count.
+//
 // Static discovery takes the list from the command line (--peers id=host:port,...). Each
 // member reaches a peer at the address its own list gives, so lists may differ between
 // members (a proxy per link, for instance) as long as the ids agree.
