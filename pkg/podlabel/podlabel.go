@@ -308,6 +308,18 @@ func (l *Labeler) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		retryNow := errors.Is(err, errWantChanged) || apierrors.IsConflict(err) && conflicts < maxConflictsInARow
+		// Log before publishing the outcome in Status, so a reader of Status sees its log.
+		switch {
+		case err == nil:
+			l.recovered()
+		case retryNow:
+		case errors.Is(err, errOwnPodGone):
+			l.log.Warn("own pod not found; its label is left alone until the member's role changes",
+				"pod", l.cfg.Namespace+"/"+l.cfg.PodName, "error", err)
+		default:
+			l.failed(err)
+		}
 		l.record(want, st, err)
 
 		var wait time.Duration
@@ -315,24 +327,19 @@ func (l *Labeler) Run(ctx context.Context) error {
 		switch {
 		case err == nil:
 			backoff, forbiddenBackoff, conflicts = 0, 0, 0
-			l.recovered()
 			wait, anyWake = l.cfg.Resync, true
 		case errors.Is(err, errWantChanged):
 			continue
-		case apierrors.IsConflict(err) && conflicts < maxConflictsInARow:
+		case retryNow:
 			// The pod was read again after the 409; decide again on the fresh copy.
 			conflicts++
 			continue
 		case errors.Is(err, errOwnPodGone):
-			l.log.Warn("own pod not found; its label is left alone until the member's role changes",
-				"pod", l.cfg.Namespace+"/"+l.cfg.PodName, "error", err)
 			wait = -1
 		case apierrors.IsForbidden(err):
-			l.failed(err)
 			forbiddenBackoff = nextBackoff(forbiddenBackoff, min(firstForbiddenRetry, l.cfg.ForbiddenRetry), l.cfg.ForbiddenRetry)
 			wait = forbiddenBackoff
 		default:
-			l.failed(err)
 			backoff = nextBackoff(backoff, l.cfg.MinBackoff, l.cfg.MaxBackoff)
 			wait = jitter(backoff)
 		}
