@@ -9,6 +9,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/raft-elector/raft-elector/pkg/discovery"
 	"github.com/raft-elector/raft-elector/pkg/node"
@@ -46,6 +47,9 @@ func restConfig(c *config) (*rest.Config, error) {
 }
 
 func newKubeParts(c *config, log hclog.Logger) (*kubeParts, error) {
+	// client-go logs through klog; send it to our logger so every line has one format.
+	klog.LogToStderr(false)
+	klog.SetOutput(log.Named("client-go").StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true}))
 	rc, err := restConfig(c)
 	if err != nil {
 		return nil, err
