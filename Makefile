@@ -18,7 +18,7 @@ build:
 
 ## test: everything CI runs: formatting, vet, unit tests with the race detector (fuzz seed
 ## corpora included), and the multi-process suite against real raft-elector processes.
-test: fmt-check vet unit e2e kube-test
+test: fmt-check vet unit kube-test e2e
 
 fmt-check:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
@@ -30,7 +30,7 @@ vet:
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
-e2e:
+e2e: kube-env
 	$(GO) test -race -count=1 -p 1 -timeout 20m ./test/e2e/
 
 ## kube-env: build kube-apiserver and etcd from the Go module proxy into .cache/kube

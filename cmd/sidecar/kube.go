@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"k8s.io/client-go/kubernetes"
@@ -42,7 +41,8 @@ func restConfig(c *config) (*rest.Config, error) {
 	rc.UserAgent = "raft-elector/" + version
 	// Client-side rate limits: discovery is one watch and labels change only with the leader.
 	rc.QPS, rc.Burst = 5, 10
-	rc.Timeout = 10 * time.Second
+	// No rc.Timeout: client-go would put it on the pod watch too, ending it (and opening a
+	// new one) every few seconds. The labeler bounds each of its calls itself.
 	return rc, nil
 }
 

@@ -36,6 +36,20 @@ type Config struct {
 	ExtraArgs []string
 	// EnvMembers are configured through RAFT_ELECTOR_* environment variables instead of flags.
 	EnvMembers []int
+
+	// Names, when set, are the member ids (one per member; default a, b, c, ...). In
+	// Kubernetes mode they are the pod names, which is what GET /leader reports.
+	Names []string
+	// Addrs, when set, gives member i's --peer-addr, --local-addr and --ops-addr instead of
+	// free ports on 127.0.0.1. Such a cluster has no fault proxies: the members find each
+	// other through their own discovery (DiscoveryArgs), the link controls (Disconnect,
+	// Partition, latencies) are unavailable, and a port taken at start fails the start.
+	Addrs func(i int) (peer, local, ops string)
+	// DiscoveryArgs, when set, replaces the static discovery flags (--id, --discovery,
+	// --peers) of member m's command line.
+	DiscoveryArgs func(m *Member) []string
+	// MemberEnv, when set, adds environment variables to member m's process.
+	MemberEnv func(m *Member) []string
 }
 
 // Member is one raft-elector process slot: an id, a data directory and a log file that survive
@@ -102,8 +116,11 @@ func NewCluster(t testing.TB, cfg Config) *Cluster {
 	if testing.Short() {
 		t.Skip("real-process cluster tests are skipped in -short mode")
 	}
-	if cfg.Members < 1 || cfg.Members > 26 {
+	if cfg.Members < 1 || (cfg.Names == nil && cfg.Members > 26) {
 		t.Fatalf("cluster of %d members", cfg.Members)
+	}
+	if cfg.Names != nil && len(cfg.Names) != cfg.Members {
+		t.Fatalf("%d names for %d members", len(cfg.Names), cfg.Members)
 	}
 	if cfg.Heartbeat == 0 {
 		cfg.Heartbeat = 100 * time.Millisecond
@@ -141,21 +158,30 @@ func NewCluster(t testing.TB, cfg Config) *Cluster {
 
 	for i := range cfg.Members {
 		m := &Member{Index: i, ID: memberID(i), c: c}
+		if cfg.Names != nil {
+			m.ID = cfg.Names[i]
+		}
 		m.DataDir = filepath.Join(dir, m.ID, "data")
 		m.LogPath = filepath.Join(dir, m.ID+".log")
 		if err := os.MkdirAll(m.DataDir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := m.pickAddrs(); err != nil {
+		if cfg.Addrs != nil {
+			m.peerAddr, m.localAddr, m.opsAddr = cfg.Addrs(i)
+		} else if err := m.pickAddrs(); err != nil {
 			t.Fatal(err)
 		}
 		c.Members = append(c.Members, m)
 		c.connected[i] = true
 	}
 	c.blocked = make([][]bool, cfg.Members)
-	c.links = make([][]*faultproxy.Proxy, cfg.Members)
 	for i := range cfg.Members {
 		c.blocked[i] = make([]bool, cfg.Members)
+	}
+	if cfg.Addrs == nil {
+		c.links = make([][]*faultproxy.Proxy, cfg.Members)
+	}
+	for i := range c.links {
 		c.links[i] = make([]*faultproxy.Proxy, cfg.Members)
 		for j := range cfg.Members {
 			if i == j {
@@ -169,7 +195,7 @@ func NewCluster(t testing.TB, cfg Config) *Cluster {
 		}
 	}
 
-	c.Logf("starting %d members (heartbeat %v, election timeout %v) in %s", cfg.Members, cfg.Heartbeat, cfg.Election, dir)
+	c.Logf("starting %d members %s (heartbeat %v, election timeout %v) in %s", cfg.Members, c.IDs(c.All()), cfg.Heartbeat, cfg.Election, dir)
 	errs := make([]error, cfg.Members)
 	var wg sync.WaitGroup
 	for i, m := range c.Members {
@@ -305,27 +331,34 @@ func (m *Member) Running() bool {
 // Args is the member's command line (without the binary).
 func (m *Member) Args() []string {
 	c := m.c
-	var peers []string
-	for j, o := range c.Members {
-		addr := o.PeerAddr()
-		if j != m.Index {
-			addr = c.links[m.Index][j].Addr()
+	var args []string
+	if c.cfg.DiscoveryArgs != nil {
+		args = c.cfg.DiscoveryArgs(m)
+	} else {
+		var peers []string
+		for j, o := range c.Members {
+			addr := o.PeerAddr()
+			if j != m.Index {
+				addr = c.links[m.Index][j].Addr()
+			}
+			peers = append(peers, o.ID+"="+addr)
 		}
-		peers = append(peers, o.ID+"="+addr)
+		args = []string{
+			"--id=" + m.ID,
+			"--discovery=static",
+			"--peers=" + strings.Join(peers, ","),
+		}
 	}
-	args := []string{
-		"--id=" + m.ID,
-		"--discovery=static",
-		"--peers=" + strings.Join(peers, ","),
-		"--peer-addr=" + m.PeerAddr(),
-		"--local-addr=" + m.LocalAddr(),
-		"--ops-addr=" + m.OpsAddr(),
-		"--data-dir=" + m.DataDir,
-		"--heartbeat-interval=" + c.cfg.Heartbeat.String(),
-		"--election-timeout=" + c.cfg.Election.String(),
+	args = append(args,
+		"--peer-addr="+m.PeerAddr(),
+		"--local-addr="+m.LocalAddr(),
+		"--ops-addr="+m.OpsAddr(),
+		"--data-dir="+m.DataDir,
+		"--heartbeat-interval="+c.cfg.Heartbeat.String(),
+		"--election-timeout="+c.cfg.Election.String(),
 		"--log-level=debug",
 		"--log-format=text",
-	}
+	)
 	return append(args, c.cfg.ExtraArgs...)
 }
 
@@ -350,6 +383,9 @@ func (m *Member) spawn() (*process, int64, error) {
 			name, value, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
 			cmd.Env = append(cmd.Env, "RAFT_ELECTOR_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))+"="+value)
 		}
+	}
+	if m.c.cfg.MemberEnv != nil {
+		cmd.Env = append(cmd.Env, m.c.cfg.MemberEnv(m)...)
 	}
 	cmd.Stdout, cmd.Stderr = f, f
 	// Own process group, so cleanup can kill everything the member might start; and SIGKILL
@@ -389,7 +425,8 @@ func (m *Member) start() error {
 		select {
 		case <-p.done:
 			out := m.logFrom(offset)
-			if attempt < attempts && strings.Contains(out, "address already in use") {
+			// Addresses chosen by Config.Addrs are not the harness's to change.
+			if attempt < attempts && m.c.links != nil && strings.Contains(out, "address already in use") {
 				m.c.timelinef("EVENT %s: a port was taken; retrying on new ports", m.ID)
 				if err := m.pickAddrs(); err != nil {
 					return err
@@ -565,6 +602,14 @@ func (c *Cluster) Restart(i int) {
 
 // --- Links ---
 
+// requireLinks fails the test when the cluster runs without fault proxies (Config.Addrs).
+func (c *Cluster) requireLinks() {
+	c.t.Helper()
+	if c.links == nil {
+		c.t.Fatalf("this cluster has no fault proxies (Config.Addrs is set): use signals instead of link faults")
+	}
+}
+
 // applyLinks sets every proxy from the model: link i→j passes when both ends are connected,
 // in the same partition group, and the link is not blocked on its own.
 func (c *Cluster) applyLinks() {
@@ -586,6 +631,7 @@ func (c *Cluster) applyLinks() {
 // Disconnect cuts every link to and from member i (the course's disconnect).
 func (c *Cluster) Disconnect(i int) {
 	c.t.Helper()
+	c.requireLinks()
 	c.linkMu.Lock()
 	c.connected[i] = false
 	c.applyLinks()
@@ -596,6 +642,7 @@ func (c *Cluster) Disconnect(i int) {
 // Connect restores member i's links to every connected member.
 func (c *Cluster) Connect(i int) {
 	c.t.Helper()
+	c.requireLinks()
 	c.linkMu.Lock()
 	c.connected[i] = true
 	c.applyLinks()
@@ -606,6 +653,7 @@ func (c *Cluster) Connect(i int) {
 // Partition splits the cluster into groups; members in no group are each alone.
 func (c *Cluster) Partition(groups ...[]int) {
 	c.t.Helper()
+	c.requireLinks()
 	c.linkMu.Lock()
 	for i := range c.group {
 		c.group[i] = -1 - i
@@ -625,6 +673,7 @@ func (c *Cluster) Partition(groups ...[]int) {
 // BlockLink cuts the directed link from→to only.
 func (c *Cluster) BlockLink(from, to int) {
 	c.t.Helper()
+	c.requireLinks()
 	c.linkMu.Lock()
 	c.blocked[from][to] = true
 	c.applyLinks()
@@ -635,6 +684,7 @@ func (c *Cluster) BlockLink(from, to int) {
 // HealAll connects everyone, removes partitions and blocked links, and removes latency.
 func (c *Cluster) HealAll() {
 	c.t.Helper()
+	c.requireLinks()
 	c.linkMu.Lock()
 	for i := range c.Members {
 		c.connected[i] = true
@@ -654,6 +704,7 @@ func (c *Cluster) HealAll() {
 // SetLinkLatency delays the directed link from→to by base plus a random jitter in [0, jitter).
 func (c *Cluster) SetLinkLatency(from, to int, base, jitter time.Duration) {
 	c.t.Helper()
+	c.requireLinks()
 	c.links[from][to].SetLatency(base, jitter)
 	c.Logf("latency %v + up to %v on link %s→%s", base, jitter, c.Members[from].ID, c.Members[to].ID)
 }
@@ -661,6 +712,7 @@ func (c *Cluster) SetLinkLatency(from, to int, base, jitter time.Duration) {
 // SetLatency delays every link by base plus a random jitter in [0, jitter).
 func (c *Cluster) SetLatency(base, jitter time.Duration) {
 	c.t.Helper()
+	c.requireLinks()
 	for i := range c.Members {
 		for j := range c.Members {
 			if i != j {

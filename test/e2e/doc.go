@@ -14,6 +14,13 @@
 // -short the cluster tests are skipped. A failing test prints the tail of every member's log
 // and of the checker's timeline, and keeps the full logs in a directory it names.
 //
+// The TestKube* tests run members in Kubernetes mode against a real kube-apiserver and etcd
+// (test/kubeenv; built by hack/kube/build.sh): members on 127.0.0.x addresses stand for pods
+// created as API objects, authenticated as a service account bound to deploy/rbac.yaml. They
+// check the leader label, pod deletion and termination, an API-server outage, two applications
+// in one namespace, a forbidden namespace, and the steady-state API load beside a client-go
+// Lease elector at its default timings.
+//
 // TestFailoverBenchmark (only with -failover.bench) measures failover after SIGKILL and
 // handover after SIGTERM for 3 and 5 members, idle CPU and RSS, and writes docs/benchmarks.md.
 package e2e
