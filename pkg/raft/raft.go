@@ -715,10 +715,13 @@ func (r *Raft) handleTimeoutNow(m Message) {
 
 // SetMembers replaces the configuration with the given voters and learners, at once.
 //
-// This is the configuration of discovery, not of the Raft log: it is safe only while all
-// members see the same set. Changing it through the log, one member at a time, is what the
-// membership work will add; until then a member that sees a different set than its peers may
-// count a different majority.
+// This is the configuration of discovery, not of the Raft log, and it is NOT safe in general:
+// members that see different sets count different majorities, and even when all see the same
+// set at once, a change of more than one voter can make the old and the new majorities
+// disjoint, so a lease granted by the old majority does not bind the new one. A leader drops
+// the protocol lease that the new voters do not back (recounting its recent rounds), but a
+// lease it already reported to the application cannot be taken back. Changing the
+// configuration through the log, one voter at a time, is what closes this.
 func (r *Raft) SetMembers(voters, learners []string) error {
 	seen := map[string]bool{}
 	for _, id := range append(append([]string{}, voters...), learners...) {
@@ -748,6 +751,9 @@ func (r *Raft) SetMembers(voters, learners []string) error {
 	case r.state == StateCandidate || r.state == StatePreCandidate:
 		r.tally() // the quorum may have changed
 	}
+	if r.state == StateLeader {
+		r.recountLease()
+	}
 	if r.transferee != None && !r.voters[r.transferee] {
 		r.transferee = r.bestTransferee()
 		if r.transferee == None {
@@ -755,6 +761,32 @@ func (r *Raft) SetMembers(voters, learners []string) error {
 		}
 	}
 	return nil
+}
+
+// recountLease recomputes the leader's lease from the rounds it still tracks, counting only
+// the current voters: a lease is only as good as the majority behind it.
+func (r *Raft) recountLease() {
+	r.leaseUntil, r.appLease, r.quorumTick = 0, 0, 0
+	for _, rd := range r.rounds {
+		n := 0
+		for id := range rd.acks {
+			if r.voters[id] {
+				n++
+			}
+		}
+		if n >= r.quorum() {
+			r.quorumTick = rd.sent
+			if r.transferee == None && !r.renounced {
+				r.leaseUntil = rd.sent + uint64(r.leaseTicks)
+				r.appLease = rd.sent + uint64(r.appLeaseTicks)
+			}
+		}
+	}
+	if r.quorumTick == 0 {
+		// No tracked round is backed by the new majority: CheckQuorum counts from now, so the
+		// leader gets an election timeout to gather the new majority before stepping down.
+		r.quorumTick = r.now
+	}
 }
 
 // TransferLeadership starts a leadership transfer to target, or to the most recently

@@ -780,3 +780,29 @@ func TestSetMembers(t *testing.T) {
 		t.Fatal("empty id accepted")
 	}
 }
+
+func TestSetMembersRecountsTheLeadersLease(t *testing.T) {
+	// A lease backed by acknowledgements of members that are no longer voters is dropped.
+	n := newNetwork(t, "a", "b", "c", "d", "e")
+	n.tick(testE + 1)
+	a := n.nodes["a"]
+	n.isolate("b")
+	n.isolate("c")
+	n.cut[[2]string{"a", "d"}], n.cut[[2]string{"d", "a"}], n.cut[[2]string{"a", "e"}], n.cut[[2]string{"e", "a"}] = false, false, false, false
+	n.tick(2 * testE) // long enough that no tracked round carries b's or c's acknowledgement
+	if !a.Status().HoldsLease() {
+		t.Fatal("leader lost its lease with acks from a majority of five")
+	}
+	if err := a.SetMembers([]string{"a", "b", "c"}, []string{"d", "e"}); err != nil {
+		t.Fatal(err)
+	}
+	if st := a.Status(); st.HoldsLease() || st.State != StateLeader {
+		t.Fatalf("after the voters changed to a,b,c (b and c never acknowledged): %+v", st)
+	}
+	// Once the new majority acknowledges a round, the lease comes back.
+	n.healAll()
+	n.tick(2 * testHB)
+	if st := a.Status(); !st.HoldsLease() {
+		t.Fatalf("no lease from the new majority: %+v", st)
+	}
+}
