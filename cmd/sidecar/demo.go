@@ -98,7 +98,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, ", chaos seed %d", *seed)
 	}
 	fmt.Fprintln(stdout)
-	for i, c := range d.configs {
+	for _, c := range d.configs {
 		m, err := startMember(c, log.Named(c.ID))
 		if err != nil {
 			fmt.Fprintf(stderr, "raft-elector demo: start %s: %v\n", c.ID, err)
@@ -108,7 +108,6 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		d.members = append(d.members, m)
 		d.stopped = append(d.stopped, false)
 		fmt.Fprintf(stdout, "  %s  peer %s  GET http://%s/leader\n", c.ID, c.PeerAddr, c.LocalAddr)
-		_ = i
 	}
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/raft-elector/raft-elector/pkg/node"
-	"github.com/raft-elector/raft-elector/pkg/raft"
 )
 
 // MaxWait bounds the wait of a long poll.
@@ -110,7 +109,7 @@ func (s *Store) refresh() {
 
 func (s *Store) keyAt(now time.Time) key {
 	st := s.st
-	k := key{name: st.Leader, isLeader: st.HoldsLease(now), term: st.Term, state: stateName(st.State)}
+	k := key{name: st.Leader, isLeader: st.HoldsLease(now), term: st.Term, state: st.State.Role()}
 	if k.name == st.ID && !k.isLeader {
 		// A member names itself only while it holds the lease: an application that reads
 		// only the name (the leader-elector answer of GET /) must never see two pods name
@@ -146,18 +145,6 @@ func (s *Store) Answer() (Answer, <-chan struct{}) {
 		a.LeaseExpiresAt = s.st.LeaseExpiresAt.UTC().Format(time.RFC3339Nano)
 	}
 	return a, s.changed
-}
-
-func stateName(st raft.StateType) string {
-	switch st {
-	case raft.StateLeader:
-		return "leader"
-	case raft.StateCandidate, raft.StatePreCandidate:
-		return "candidate"
-	case raft.StateLearner:
-		return "learner"
-	}
-	return "follower"
 }
 
 // Handler returns the local API: GET /leader, GET /leader/self, GET /.

@@ -117,18 +117,6 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
-func roleName(s raft.StateType) string {
-	switch s {
-	case raft.StateLeader:
-		return "leader"
-	case raft.StateCandidate, raft.StatePreCandidate:
-		return "candidate"
-	case raft.StateLearner:
-		return "learner"
-	}
-	return "follower"
-}
-
 // Observe implements node.Observer.
 func (m *Metrics) Observe(st node.Status) {
 	m.mu.Lock()
@@ -138,7 +126,7 @@ func (m *Metrics) Observe(st node.Status) {
 
 	m.term.Set(float64(st.Term))
 	for _, s := range []string{"leader", "follower", "candidate", "learner"} {
-		m.state.WithLabelValues(s).Set(b2f(s == roleName(st.State)))
+		m.state.WithLabelValues(s).Set(b2f(s == st.State.Role()))
 	}
 	m.peers.WithLabelValues("voter").Set(float64(st.Voters))
 	if st.State == raft.StateLeader {

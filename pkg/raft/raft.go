@@ -46,6 +46,20 @@ const (
 
 var stateNames = [...]string{"follower", "pre-candidate", "candidate", "leader", "learner"}
 
+// Role is the name the outside world uses for the state: leader, follower, candidate
+// (pre-candidates included) or learner, as in the local API and the metrics.
+func (s StateType) Role() string {
+	switch s {
+	case StateLeader:
+		return "leader"
+	case StateCandidate, StatePreCandidate:
+		return "candidate"
+	case StateLearner:
+		return "learner"
+	}
+	return "follower"
+}
+
 func (s StateType) String() string {
 	if int(s) < len(stateNames) {
 		return stateNames[s]
@@ -636,7 +650,7 @@ func (r *Raft) handleVote(m Message) {
 	var canVote bool
 	if m.PreVote {
 		// The candidate's future term must exceed ours; the lease was checked above.
-		canVote = m.Term > r.term && !(r.state == StateLeader)
+		canVote = m.Term > r.term
 	} else {
 		// One vote per term; and a member that already follows a leader in this term
 		// does not vote for anyone else in it.
