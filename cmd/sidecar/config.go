@@ -16,7 +16,9 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/raft-elector/raft-elector/pkg/bootstrap"
 	"github.com/raft-elector/raft-elector/pkg/discovery"
+	"github.com/raft-elector/raft-elector/pkg/localapi"
 	"github.com/raft-elector/raft-elector/pkg/raft"
 )
 
@@ -64,6 +66,17 @@ type config struct {
 	LogLevel          string
 	LogFormat         string
 	AuthSecretFile    string
+	// MaxVoters caps the voters (Kubernetes mode: the rest are learners).
+	MaxVoters int
+	// BootstrapObject is the ConfigMap that decides who bootstraps (Kubernetes mode).
+	BootstrapObject string
+	// RecoverAfter is how long a member without a leader, whose configuration has lost a
+	// majority of its voters' pods, waits before it re-bootstraps (Kubernetes mode).
+	RecoverAfter time.Duration
+
+	// continueFrom is the local API store of this process's previous incarnation of the
+	// member (it rejoined a replaced cluster), whose index sequence the new one continues.
+	continueFrom *localapi.Store
 }
 
 // usageError is a bad flag or environment variable: one line, exit code 2.
@@ -131,6 +144,9 @@ func parseMemberFlags(args []string, getenv func(string) string, stderr io.Write
 	fs.StringVar(&c.LogLevel, "log-level", DefaultLogLevel, "trace, debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", DefaultLogFormat, "text or json")
 	fs.StringVar(&c.AuthSecretFile, "auth-secret-file", "", "file holding the key that authenticates peer requests")
+	fs.IntVar(&c.MaxVoters, "max-voters", 5, "kubernetes discovery: the most voters the leader promotes; other members are learners")
+	fs.StringVar(&c.BootstrapObject, "bootstrap-object", "", "kubernetes discovery: ConfigMap that decides which pod bootstraps the cluster (default raft-elector-<hash of namespace and selector>)")
+	fs.DurationVar(&c.RecoverAfter, "recover-after", 0, "kubernetes discovery: how long a member waits without a leader, once a majority of voters' pods are gone, before it starts a new cluster generation (default 10 election timeouts)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
@@ -298,11 +314,30 @@ func (c *config) finishKubernetes() error {
 			return usagef("--kubeconfig: %v", err)
 		}
 	}
+	if c.MaxVoters < 1 || c.MaxVoters > 15 {
+		return usagef("--max-voters %d must be between 1 and 15", c.MaxVoters)
+	}
+	if c.BootstrapObject == "" {
+		c.BootstrapObject = bootstrap.DefaultName(c.Namespace, sel.String())
+	}
+	if errs := validation.IsDNS1123Subdomain(c.BootstrapObject); len(errs) > 0 {
+		return usagef("--bootstrap-object %q is not a ConfigMap name: %s", c.BootstrapObject, strings.Join(errs, "; "))
+	}
+	if c.RecoverAfter == 0 {
+		c.RecoverAfter = 10 * c.ElectionTimeout
+	}
+	if c.RecoverAfter < 2*c.ElectionTimeout {
+		return usagef("--recover-after %v must be at least two election timeouts (%v)", c.RecoverAfter, 2*c.ElectionTimeout)
+	}
 	if c.ClusterID == "" {
-		// Two applications in one namespace (two selectors) never share a cluster id, so
-		// they never exchange votes even if a pod IP is reused.
+		// The prefix of the cluster ids the bootstrap object hands out. Two applications in
+		// one namespace (two selectors) never share a cluster id, so they never exchange
+		// votes even if a pod IP is reused.
 		sum := sha256.Sum256([]byte(c.Namespace + "\n" + sel.String()))
 		c.ClusterID = "k8s-" + hex.EncodeToString(sum[:6])
+	}
+	if len(c.ClusterID) > 64 {
+		return usagef("--cluster-id is longer than 64 bytes (in Kubernetes mode it prefixes the ids the bootstrap object hands out)")
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -99,7 +100,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout)
 	for _, c := range d.configs {
-		m, err := startMember(c, log.Named(c.ID))
+		m, err := startMember(context.Background(), c, log.Named(c.ID))
 		if err != nil {
 			fmt.Fprintf(stderr, "raft-elector demo: start %s: %v\n", c.ID, err)
 			d.stopAll()
@@ -221,7 +222,7 @@ func (d *demo) loop(chaos bool, election time.Duration, sigc <-chan os.Signal, d
 				d.pending = nil
 			}
 			c := d.configs[ev.victim]
-			m, err := startMember(c, d.log.Named(c.ID))
+			m, err := startMember(context.Background(), c, d.log.Named(c.ID))
 			if err != nil {
 				fmt.Fprintf(d.out, "%s  restart %s failed: %v\n", d.stamp(), c.ID, err)
 				return 1

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"k8s.io/client-go/kubernetes"
@@ -10,15 +11,21 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/raft-elector/raft-elector/pkg/bootstrap"
 	"github.com/raft-elector/raft-elector/pkg/discovery"
+	"github.com/raft-elector/raft-elector/pkg/membership"
 	"github.com/raft-elector/raft-elector/pkg/node"
 	"github.com/raft-elector/raft-elector/pkg/podlabel"
 )
 
-// kubeParts are the Kubernetes pieces of a member: discovery and the pod labeler.
+// kubeParts are the Kubernetes pieces of a member: discovery, the pod labeler and the
+// bootstrap object.
 type kubeParts struct {
 	disc    *discovery.Kubernetes
 	labeler *podlabel.Labeler
+	boot    *bootstrap.Object
+	// cluster is the bootstrap record this incarnation of the member runs under.
+	cluster bootstrap.Record
 }
 
 // restConfig loads --kubeconfig, or the in-cluster service account.
@@ -81,7 +88,70 @@ func newKubeParts(c *config, log hclog.Logger) (*kubeParts, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &kubeParts{disc: disc, labeler: lab}, nil
+	boot, err := bootstrap.New(bootstrap.Config{
+		Client:    client,
+		Namespace: c.Namespace,
+		Name:      c.BootstrapObject,
+		Base:      c.ClusterID,
+		Logger:    log.Named("bootstrap"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &kubeParts{disc: disc, labeler: lab, boot: boot}, nil
+}
+
+// resolveCluster finds the cluster this member belongs to, and whether it must bootstrap it.
+// A member whose data dir holds state carries on in its stored cluster at once, without the
+// API server (leadership survives an API-server outage, restarts included); the watch of the
+// bootstrap object restarts it if the object names another cluster. A member without state
+// asks the bootstrap object, waiting for the API server if need be.
+func (k *kubeParts) resolveCluster(ctx context.Context, storage *node.Storage, self string, log hclog.Logger) (won bool, err error) {
+	stored, err := storage.StoredCluster()
+	if err != nil {
+		return false, err
+	}
+	if stored != "" {
+		k.cluster = bootstrap.Record{ClusterID: stored}
+		storage.SetCluster(stored)
+		return false, nil
+	}
+	backoff := 250 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		rec, won, err := k.boot.Resolve(ctx, self)
+		if err == nil {
+			if stored != "" && stored != rec.ClusterID {
+				log.Warn("discarding the state of a cluster the bootstrap object no longer names", "stored_cluster", stored, "cluster", rec.ClusterID)
+				if err := storage.Discard(stored); err != nil {
+					return false, err
+				}
+				stored = ""
+			}
+			if !won && rec.Bootstrapper == self && stored == "" {
+				// This member won the object, then stopped before it saved the cluster's
+				// first configuration: nobody else can hold it, so it bootstraps again.
+				won = true
+			}
+			k.cluster = rec
+			storage.SetCluster(rec.ClusterID)
+			return won, nil
+		}
+		if stored != "" {
+			log.Warn("cannot read the bootstrap object; carrying on in the stored cluster", "cluster", stored, "error", err)
+			k.cluster = bootstrap.Record{ClusterID: stored}
+			storage.SetCluster(stored)
+			return false, nil
+		}
+		if attempt == 0 {
+			log.Warn("cannot read the bootstrap object; waiting for the API server to join a cluster", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return false, fmt.Errorf("waiting for the bootstrap object: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
 }
 
 // run runs discovery and the labeler, and feeds every change of the pods into the member's
@@ -97,24 +167,99 @@ func (k *kubeParts) run(ctx context.Context, m *member) {
 			m.log.Error("pod labeler stopped", "error", err)
 		}
 	}()
+	go func() {
+		if err := k.boot.Run(ctx); err != nil && ctx.Err() == nil {
+			m.log.Error("bootstrap object watch stopped", "error", err)
+		}
+	}()
 	if err := k.disc.WaitForSync(ctx); err != nil {
 		return
 	}
+	check := time.NewTicker(m.cfg.ElectionTimeout / 2)
+	defer check.Stop()
+	lastLeader := time.Now()
 	for {
-		changed := k.disc.Changed()
+		changed, bootChanged := k.disc.Changed(), k.boot.Changed()
 		members := k.disc.Members()
 		k.labeler.PodsChanged()
 		m.tr.SetPeers(discovery.AddrBook(members, m.cfg.ID))
-		ids := discovery.IDs(members)
-		if err := m.node.SetMembers(ctx, ids, nil); err != nil && ctx.Err() == nil {
-			m.log.Error("cannot apply the members discovery reports", "error", err, "members", len(ids))
+		pods := make([]membership.Pod, len(members))
+		for i, mb := range members {
+			pods[i] = membership.Pod{ID: mb.ID, Node: mb.Node, Zone: mb.Zone}
+		}
+		if err := m.node.SetPods(ctx, pods); err != nil {
+			return
 		}
 		select {
 		case <-changed:
+		case <-bootChanged:
+			if rec := k.boot.Latest(); rec.ClusterID != k.cluster.ClusterID {
+				// Recovered, or the application was reinstalled: this cluster is no more.
+				m.replace(rec, "the bootstrap object names another cluster")
+				return
+			}
+		case <-check.C:
+			if k.maybeRecover(ctx, m, members, &lastLeader) {
+				return
+			}
 		case <-ctx.Done():
 			return
 		}
 	}
+}
+
+// maybeRecover starts a new cluster generation when the member's configuration can no longer
+// elect a leader because a majority of its voters' pods are gone from the API (deleted, not
+// merely unreachable), and no leader was seen for --recover-after. See docs/membership.md for
+// why this cannot produce two leaders.
+func (k *kubeParts) maybeRecover(ctx context.Context, m *member, members []discovery.Member, lastLeader *time.Time) bool {
+	st := m.node.Status()
+	now := time.Now()
+	if st.Leader != "" {
+		*lastLeader = now
+		return false
+	}
+	voters := st.Config.Voters
+	if len(voters) == 0 || now.Sub(*lastLeader) < m.cfg.RecoverAfter {
+		return false
+	}
+	alive := map[string]bool{}
+	for _, mb := range members {
+		alive[mb.ID] = true
+	}
+	if !alive[m.cfg.ID] {
+		return false // this member is leaving itself
+	}
+	n := 0
+	for _, v := range voters {
+		if alive[v] {
+			n++
+		}
+	}
+	if n >= len(voters)/2+1 {
+		return false // a majority can still elect a leader: wait for it
+	}
+	prev := k.boot.Latest()
+	if prev.ClusterID != k.cluster.ClusterID || prev.ResourceVersion == "" {
+		return false // not read yet, or already replaced (the watch restarts this member)
+	}
+	m.log.Warn("a majority of the voters' pods are gone and no leader was seen; starting a new cluster generation",
+		"voters", voters, "alive_voters", n, "without_leader_for", now.Sub(*lastLeader).Round(time.Millisecond))
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rec, won, err := k.boot.Recover(rctx, prev, m.cfg.ID)
+	switch {
+	case err != nil:
+		m.log.Error("recovery failed; will retry", "error", err)
+		return false
+	case !won:
+		m.log.Info("another member recovered first", "cluster", rec.ClusterID)
+	}
+	if rec.ClusterID != "" && rec.ClusterID != k.cluster.ClusterID {
+		m.replace(rec, "recovery")
+		return true
+	}
+	return false
 }
 
 var _ node.Observer = (*podlabel.Labeler)(nil)

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -46,21 +47,36 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigc)
 
-	m, err := startMember(c, log)
-	if err != nil {
-		log.Error("cannot start", "error", err)
-		fmt.Fprintf(stderr, "raft-elector: %v\n", err)
-		return 1
-	}
-	select {
-	case sig := <-sigc:
-		log.Info("shutting down", "signal", sig.String())
-		m.shutdown(true)
-		return 0
-	case err := <-m.runErr:
-		log.Error("member failed", "error", err)
-		m.shutdown(false)
-		return 1
+	for {
+		// A signal while starting (waiting for the API server, say) ends the wait.
+		sctx, sstop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		m, err := startMember(sctx, c, log)
+		interrupted := sctx.Err() != nil
+		sstop()
+		if err != nil {
+			if interrupted {
+				log.Info("shutting down while starting", "error", err)
+				return 0
+			}
+			log.Error("cannot start", "error", err)
+			fmt.Fprintf(stderr, "raft-elector: %v\n", err)
+			return 1
+		}
+		select {
+		case sig := <-sigc:
+			log.Info("shutting down", "signal", sig.String())
+			m.shutdown(true)
+			return 0
+		case err := <-m.runErr:
+			log.Error("member failed", "error", err)
+			m.shutdown(false)
+			return 1
+		case why := <-m.replaced:
+			// The cluster was replaced by a newer generation: start again to join it.
+			m.shutdown(false)
+			c.continueFrom = m.store
+			log.Info("restarting the member", "reason", why)
+		}
 	}
 }
 

@@ -6,14 +6,17 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/raft-elector/raft-elector/pkg/bootstrap"
 	"github.com/raft-elector/raft-elector/pkg/discovery"
 	"github.com/raft-elector/raft-elector/pkg/localapi"
 	"github.com/raft-elector/raft-elector/pkg/metrics"
 	"github.com/raft-elector/raft-elector/pkg/node"
+	"github.com/raft-elector/raft-elector/pkg/raft"
 	"github.com/raft-elector/raft-elector/pkg/transport"
 )
 
@@ -29,11 +32,23 @@ type member struct {
 	servers []*http.Server
 	cancel  context.CancelFunc
 	runErr  chan error
+	// replaced receives the reason once the member's cluster was replaced by a newer
+	// generation (a recovery): the member must restart to join it.
+	replaced chan string
+}
+
+// replace reports that the member's cluster was replaced; the caller restarts it.
+func (m *member) replace(rec bootstrap.Record, why string) {
+	m.log.Warn("this member's cluster was replaced; restarting to join the new one", "cluster", rec.ClusterID, "generation", rec.Generation, "reason", why)
+	select {
+	case m.replaced <- why:
+	default:
+	}
 }
 
 // startMember opens the data dir, loads the durable state, binds the three listeners and
 // starts the member. Any failure is returned before anything runs.
-func startMember(c *config, log hclog.Logger, observers ...node.Observer) (_ *member, err error) {
+func startMember(ctx context.Context, c *config, log hclog.Logger, observers ...node.Observer) (_ *member, err error) {
 	var kube *kubeParts
 	if c.Discovery == "kubernetes" {
 		if kube, err = newKubeParts(c, log); err != nil {
@@ -50,14 +65,35 @@ func startMember(c *config, log hclog.Logger, observers ...node.Observer) (_ *me
 			storage.Close()
 		}
 	}()
-	m := &member{cfg: c, log: log, storage: storage, runErr: make(chan error, 1)}
+	m := &member{cfg: c, log: log, storage: storage, runErr: make(chan error, 1), replaced: make(chan string, 1)}
+	cluster, voters := c.ClusterID, discovery.IDs(c.Peers)
+	prevStore := c.continueFrom
+	if kube != nil {
+		// The cluster id comes from the bootstrap object; only its winner bootstraps. While
+		// the member waits for it, /healthz says it is alive and /readyz that it is not ready.
+		waiting, stopWaiting, err := serveWhileWaiting(c, log)
+		if err != nil {
+			return nil, err
+		}
+		won, err := kube.resolveCluster(ctx, storage, c.ID, log)
+		stopWaiting()
+		prevStore = waiting
+		if err != nil {
+			return nil, err
+		}
+		cluster, voters = kube.cluster.ClusterID, nil
+		if won {
+			voters = []string{c.ID}
+		}
+	}
 	var store *localapi.Store
-	mx := metrics.New(c.ClusterID)
+	mx := metrics.New(cluster)
 	obs := append([]node.Observer{node.ObserverFunc(func(s node.Status) { store.Observe(s) }), mx}, observers...)
 	n, err := node.New(node.Config{
 		ID:                c.ID,
-		Cluster:           c.ClusterID,
-		Voters:            discovery.IDs(c.Peers), // Kubernetes: none until discovery has synced (a learner meanwhile)
+		Cluster:           cluster,
+		Voters:            voters,
+		MaxVoters:         c.MaxVoters,
 		HeartbeatInterval: c.HeartbeatInterval,
 		ElectionTimeout:   c.ElectionTimeout,
 		ReportedLease:     c.ReportedLease,
@@ -71,6 +107,9 @@ func startMember(c *config, log hclog.Logger, observers ...node.Observer) (_ *me
 	store = localapi.NewStore(n.Status())
 	if kube != nil {
 		store.WithNames(discovery.NameOf)
+	}
+	if prevStore != nil {
+		store.ContinueFrom(prevStore)
 	}
 	m.node, m.store, m.metrics = n, store, mx
 	mx.Observe(n.Status())
@@ -146,7 +185,7 @@ func startMember(c *config, log hclog.Logger, observers ...node.Observer) (_ *me
 			}
 		}
 	}()
-	log.Info("member started", "id", c.ID, "cluster", c.ClusterID, "peers", len(c.Peers),
+	log.Info("member started", "id", c.ID, "cluster", cluster, "bootstrapped", len(voters) > 0, "peers", len(c.Peers),
 		"peer_addr", c.PeerAddr, "local_addr", c.LocalAddr, "ops_addr", c.OpsAddr)
 	return m, nil
 }
@@ -187,4 +226,49 @@ func (m *member) shutdown(graceful bool) {
 		}
 	}
 	m.storage.Close()
+}
+
+// serveWhileWaiting serves the three addresses while the member waits for the API server to
+// tell it its cluster: /healthz says it is alive (so a liveness probe does not restart a
+// member that is only waiting), /readyz and /leader that it is not ready and knows no leader,
+// and peers get 503. The returned function stops them and frees the addresses.
+func serveWhileWaiting(c *config, log hclog.Logger) (store *localapi.Store, stop func(), err error) {
+	store = localapi.NewStore(node.Status{ID: c.ID, State: raft.StateLearner}).WithNames(discovery.NameOf)
+	ops := http.NewServeMux()
+	ops.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok: waiting for the bootstrap object")
+	})
+	ops.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "not ready: waiting for the API server to name this member's cluster", http.StatusServiceUnavailable)
+	})
+	peer := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "this member has not joined a cluster yet", http.StatusServiceUnavailable)
+	})
+	var servers []*http.Server
+	var wg sync.WaitGroup
+	stop = func() {
+		for _, srv := range servers {
+			_ = srv.Close()
+		}
+		wg.Wait()
+	}
+	for _, h := range []struct {
+		name, addr string
+		h          http.Handler
+	}{{"peer", c.PeerAddr, peer}, {"local", c.LocalAddr, localapi.Handler(store)}, {"ops", c.OpsAddr, ops}} {
+		l, err := net.Listen("tcp", h.addr)
+		if err != nil {
+			stop()
+			return nil, nil, fmt.Errorf("listen on --%s-addr %s: %w", h.name, h.addr, err)
+		}
+		srv := &http.Server{Handler: h.h, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: localapi.MaxWait + 10*time.Second,
+			ErrorLog: log.Named(h.name + "-http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})}
+		servers = append(servers, srv)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = srv.Serve(l)
+		}()
+	}
+	return store, stop, nil
 }

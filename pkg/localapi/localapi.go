@@ -84,6 +84,19 @@ func (s *Store) WithNames(nameOf func(id string) string) *Store {
 	return s
 }
 
+// ContinueFrom makes the store's index follow prev's: a process that replaces its local API
+// (it waited for its cluster, or rejoined a new one) keeps one index sequence, so a watcher
+// never sees a changed answer under an index it already had. Call it before serving.
+func (s *Store) ContinueFrom(prev *Store) *Store {
+	prev.mu.Lock()
+	next := prev.index + 1
+	prev.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.index = max(s.index, next)
+	return s
+}
+
 // Observe records a new status of the member.
 func (s *Store) Observe(st node.Status) {
 	s.mu.Lock()

@@ -129,6 +129,7 @@ func (m *Metrics) Observe(st node.Status) {
 		m.state.WithLabelValues(s).Set(b2f(s == st.State.Role()))
 	}
 	m.peers.WithLabelValues("voter").Set(float64(st.Voters))
+	m.peers.WithLabelValues("learner").Set(float64(len(st.Config.Learners)))
 	if st.State == raft.StateLeader {
 		m.peers.WithLabelValues("reachable").Set(float64(len(st.Reachable) + 1))
 	} else {

@@ -19,12 +19,14 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/raft-elector/raft-elector/pkg/membership"
 	"github.com/raft-elector/raft-elector/pkg/raft"
 )
 
@@ -62,6 +64,12 @@ type Status struct {
 	Transferring bool
 	// Voters is the number of voters in the member's configuration.
 	Voters int
+	// Config is the member's configuration (the newest in its log) and ConfigIndex the index
+	// of its entry; Commit is the member's commit index. The configuration is pending while
+	// ConfigIndex > Commit.
+	Config      raft.Configuration
+	ConfigIndex uint64
+	Commit      uint64
 	// Reachable lists, for a leader, the peers that acknowledged a heartbeat within the
 	// last election timeout.
 	Reachable []string
@@ -76,7 +84,14 @@ func (s Status) HoldsLease(now time.Time) bool {
 type Config struct {
 	ID      string
 	Cluster string
-	Voters  []string
+	// Voters bootstraps a new cluster: a member whose data dir holds no log starts with these
+	// voters as its committed configuration. Every member of a static cluster gives the same
+	// list; in Kubernetes only the member that created the bootstrap object gives one (itself),
+	// the others start empty and wait to be added.
+	Voters []string
+	// MaxVoters caps the voters the leader promotes learners to (see pkg/membership). Zero
+	// means DefaultMaxVoters.
+	MaxVoters int
 
 	// HeartbeatInterval is how often the leader sends a heartbeat round.
 	HeartbeatInterval time.Duration
@@ -103,6 +118,9 @@ type Config struct {
 // DefaultTicksPerHeartbeat: a heartbeat interval of 100ms gives 20ms ticks.
 const DefaultTicksPerHeartbeat = 5
 
+// DefaultMaxVoters: five voters survive two failures; more only slow elections down.
+const DefaultMaxVoters = 5
+
 // Errors returned by the node.
 var (
 	ErrStopped = errors.New("member is stopped")
@@ -113,9 +131,9 @@ type stepReq struct {
 	resp chan stepResult
 }
 
-type membersReq struct {
-	voters, learners []string
-	err              chan error
+type podsReq struct {
+	pods []membership.Pod
+	done chan struct{}
 }
 
 type stepResult struct {
@@ -134,8 +152,15 @@ type Node struct {
 
 	stepc     chan stepReq
 	transferc chan chan error
-	membersc  chan membersReq
+	podsc     chan podsReq
 	done      chan struct{}
+
+	// alive is what discovery last reported (nil: never, so the configuration is left alone);
+	// leaving is set once this member's own pod is gone, so it hands over if it leads.
+	alive         []membership.Pod
+	leaving       bool
+	lastRefusal   string
+	nextReconcile uint64
 
 	start    time.Time
 	status   atomic.Pointer[Status]
@@ -158,6 +183,12 @@ func New(cfg Config) (*Node, error) {
 	if cfg.TicksPerHeartbeat == 0 {
 		cfg.TicksPerHeartbeat = DefaultTicksPerHeartbeat
 	}
+	if cfg.MaxVoters == 0 {
+		cfg.MaxVoters = DefaultMaxVoters
+	}
+	if cfg.MaxVoters < 1 {
+		return nil, fmt.Errorf("node: max voters %d must be at least 1", cfg.MaxVoters)
+	}
 	tick := cfg.HeartbeatInterval / time.Duration(cfg.TicksPerHeartbeat)
 	if tick < time.Millisecond {
 		return nil, fmt.Errorf("node: heartbeat interval %v is too short: the tick would be under 1ms", cfg.HeartbeatInterval)
@@ -169,7 +200,7 @@ func New(cfg Config) (*Node, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	hs, err := cfg.Storage.Load()
+	hs, rlog, err := cfg.Storage.Load()
 	if err != nil {
 		return nil, err
 	}
@@ -199,6 +230,7 @@ func New(cfg Config) (*Node, error) {
 		LeaseTicks:     leaseTicks,
 		AppLeaseTicks:  appTicks,
 		HardState:      hs,
+		Log:            rlog,
 		Rand:           rand.New(rand.NewSource(seed)),
 	})
 	if err != nil {
@@ -213,7 +245,7 @@ func New(cfg Config) (*Node, error) {
 		observers: cfg.Observers,
 		stepc:     make(chan stepReq),
 		transferc: make(chan chan error),
-		membersc:  make(chan membersReq),
+		podsc:     make(chan podsReq),
 		done:      make(chan struct{}),
 		changed:   make(chan struct{}),
 	}
@@ -221,7 +253,7 @@ func New(cfg Config) (*Node, error) {
 	n.lastLoop.Store(n.start.UnixNano())
 	st := n.makeStatus()
 	n.status.Store(&st)
-	log.Info("member loaded", "term", hs.Term, "vote", hs.Vote, "voters", len(cfg.Voters),
+	log.Info("member loaded", "term", hs.Term, "vote", hs.Vote, "configuration", st.Config.String(), "commit", st.Commit,
 		"tick", tick, "election_ticks", electionTicks, "lease", time.Duration(leaseTicks)*tick,
 		"reported_lease", time.Duration(appTicks)*tick)
 	return n, nil
@@ -286,6 +318,11 @@ func (n *Node) Run(ctx context.Context, s Sender) error {
 			return nil
 		case <-ticker.C:
 			n.catchUp()
+			if now := n.raft.Now(); now >= n.nextReconcile {
+				// Once a heartbeat interval: the planner is cheap, but not free.
+				n.nextReconcile = now + uint64(n.cfg.TicksPerHeartbeat)
+				n.reconcile()
+			}
 			_, err = n.processReady(s, nil)
 		case req := <-n.stepc:
 			n.catchUp()
@@ -299,11 +336,12 @@ func (n *Node) Run(ctx context.Context, s Sender) error {
 				res = stepResult{err: err}
 			}
 			req.resp <- res
-		case req := <-n.membersc:
+		case req := <-n.podsc:
 			n.catchUp()
-			merr := n.raft.SetMembers(req.voters, req.learners)
+			n.alive = req.pods
+			n.reconcile()
 			_, err = n.processReady(s, nil)
-			req.err <- merr
+			close(req.done)
 		case errc := <-n.transferc:
 			n.catchUp()
 			terr := n.raft.TransferLeadership(raft.None)
@@ -333,7 +371,7 @@ func (n *Node) processReady(s Sender, req *raft.Message) (*raft.Message, error) 
 	if n.raft.HasReady() {
 		rd := n.raft.Ready()
 		if rd.MustPersist {
-			if err := n.storage.Save(rd.HardState); err != nil {
+			if err := n.storage.Save(rd.HardState, rd.Log); err != nil {
 				return nil, err
 			}
 		}
@@ -364,8 +402,8 @@ func (n *Node) tickTime(k uint64) time.Time {
 func (n *Node) makeStatus() Status {
 	rs := n.raft.Status()
 	st := Status{ID: rs.ID, Term: rs.Term, State: rs.State, Leader: rs.Leader,
-		Transferring: rs.Transferring}
-	voters := n.raft.Voters()
+		Transferring: rs.Transferring, Config: rs.Config, ConfigIndex: rs.ConfigIndex, Commit: rs.Commit}
+	voters := rs.Config.Voters
 	st.Voters = len(voters)
 	if rs.LeaseUntil != 0 {
 		st.ProtocolLeaseExpiresAt = n.tickTime(rs.LeaseUntil)
@@ -393,6 +431,12 @@ func (n *Node) publish() {
 		n.log.Info("state changed", "state", st.State.String(), "term", st.Term, "leader", st.Leader,
 			"from_state", old.State.String(), "reason", reason(*old, st))
 	}
+	if old.ConfigIndex != st.ConfigIndex || !old.Config.Equal(st.Config) {
+		n.log.Info("configuration changed", "voters", st.Config.Voters, "learners", st.Config.Learners,
+			"index", st.ConfigIndex, "committed", st.ConfigIndex <= st.Commit, "term", st.Term)
+	} else if old.Commit < st.ConfigIndex && st.Commit >= st.ConfigIndex {
+		n.log.Debug("configuration committed", "index", st.ConfigIndex)
+	}
 	n.mu.Lock()
 	close(n.changed)
 	n.changed = make(chan struct{})
@@ -405,7 +449,8 @@ func (n *Node) publish() {
 func sameStatus(a, b Status) bool {
 	return a.ID == b.ID && a.Term == b.Term && a.State == b.State && a.Leader == b.Leader &&
 		a.LeaseExpiresAt.Equal(b.LeaseExpiresAt) && a.ProtocolLeaseExpiresAt.Equal(b.ProtocolLeaseExpiresAt) &&
-		a.Transferring == b.Transferring && len(a.Reachable) == len(b.Reachable) && a.Voters == b.Voters
+		a.Transferring == b.Transferring && len(a.Reachable) == len(b.Reachable) && a.Voters == b.Voters &&
+		a.ConfigIndex == b.ConfigIndex && a.Commit == b.Commit && a.Config.Equal(b.Config)
 }
 
 func reason(old, st Status) string {
@@ -428,18 +473,88 @@ func reason(old, st Status) string {
 	return "role change"
 }
 
-// SetMembers replaces the member's configuration (see raft.SetMembers for what that does and
-// does not guarantee). An invalid configuration is refused and changes nothing.
-func (n *Node) SetMembers(ctx context.Context, voters, learners []string) error {
-	req := membersReq{voters: voters, learners: learners, err: make(chan error, 1)}
+// SetPods tells the member which pods discovery reports alive. The configuration follows them
+// through the log, one change at a time, driven by whichever member leads: it adds new pods as
+// learners, promotes learners up to MaxVoters, and removes members whose pods are gone. A
+// member that is merely unreachable stays. If this member's own pod is no longer among them
+// (it is being deleted) and it leads, it hands leadership over so that its successor can
+// remove it. Static clusters never call it, and their configuration stays the --peers list.
+func (n *Node) SetPods(ctx context.Context, pods []membership.Pod) error {
+	req := podsReq{pods: slices.Clone(pods), done: make(chan struct{})}
+	if req.pods == nil {
+		req.pods = []membership.Pod{}
+	}
 	select {
-	case n.membersc <- req:
+	case n.podsc <- req:
 	case <-n.done:
 		return ErrStopped
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return <-req.err
+	<-req.done
+	return nil
+}
+
+// reconcile runs on the member's loop: a leader proposes the next change the planner asks
+// for, retrying on later ticks what the core refuses for now.
+func (n *Node) reconcile() {
+	if n.alive == nil {
+		return
+	}
+	rs := n.raft.Status()
+	self := slices.ContainsFunc(n.alive, func(p membership.Pod) bool { return p.ID == n.cfg.ID })
+	if !self && !n.leaving {
+		n.leaving = true
+		n.log.Info("this member's pod is no longer a member (it is being deleted); handing over if leading")
+	}
+	if rs.State != raft.StateLeader || rs.Transferring {
+		return
+	}
+	if n.leaving {
+		if err := n.raft.TransferLeadership(raft.None); err == nil {
+			n.log.Info("handing leadership over: this member's pod is leaving")
+		}
+		return
+	}
+	if !rs.TermCommitted || rs.ConfigIndex > rs.Commit {
+		return
+	}
+	window := uint64(n.cfg.ElectionTimeout / n.tick)
+	cc, ok := membership.Next(membership.State{
+		Voters:    rs.Config.Voters,
+		Learners:  rs.Config.Learners,
+		Self:      n.cfg.ID,
+		Alive:     n.alive,
+		MaxVoters: n.cfg.MaxVoters,
+		CaughtUp: func(id string) bool {
+			at, acked := rs.LastAck[id]
+			return acked && rs.Now-at < window && rs.Match[id] == rs.LastIndex
+		},
+	})
+	if !ok {
+		n.lastRefusal = ""
+		return
+	}
+	change := raft.ConfChange{ID: cc.ID}
+	switch cc.Type {
+	case membership.AddLearner:
+		change.Type = raft.ConfAddLearner
+	case membership.Promote:
+		change.Type = raft.ConfPromote
+	case membership.Demote:
+		change.Type = raft.ConfDemote
+	case membership.Remove:
+		change.Type = raft.ConfRemove
+	}
+	if err := n.raft.ProposeConfChange(change); err != nil {
+		if msg := change.String() + ": " + err.Error(); msg != n.lastRefusal {
+			n.lastRefusal = msg
+			n.log.Debug("configuration change deferred", "change", change.String(), "why", err)
+		}
+		return
+	}
+	n.lastRefusal = ""
+	n.log.Info("configuration change proposed", "change", change.String(), "term", rs.Term)
 }
 
 // TransferLeadership asks a leading member to hand over: it stops claiming the lease, waits

@@ -19,11 +19,15 @@ func TestStorageRoundTripAndRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if hs, err := s.Load(); err != nil || hs != (raft.HardState{}) {
-		t.Fatalf("fresh dir: %+v %v", hs, err)
+	if hs, l, err := s.Load(); err != nil || hs != (raft.HardState{}) || l.Snapshot.Index != 0 || len(l.Entries) != 0 {
+		t.Fatalf("fresh dir: %+v %+v %v", hs, l, err)
 	}
 	want := raft.HardState{Term: 7, Vote: "b"}
-	if err := s.Save(want); err != nil {
+	wantLog := raft.LogState{
+		Snapshot: raft.Snapshot{Index: 4, Term: 6, Config: raft.Configuration{Voters: []string{"a", "b"}, Learners: []string{"c"}}},
+		Entries:  []raft.Entry{{Index: 5, Term: 7, Type: raft.EntryNoop}},
+	}
+	if err := s.Save(want, wantLog); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -32,8 +36,9 @@ func TestStorageRoundTripAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	if hs, err := s2.Load(); err != nil || hs != want {
-		t.Fatalf("after reopen: %+v %v, want %+v", hs, err, want)
+	if hs, l, err := s2.Load(); err != nil || hs != want || !l.Snapshot.Config.Equal(wantLog.Snapshot.Config) ||
+		l.Snapshot.Index != 4 || len(l.Entries) != 1 || l.Entries[0] != wantLog.Entries[0] {
+		t.Fatalf("after reopen: %+v %+v %v, want %+v %+v", hs, l, err, want, wantLog)
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 2 { // state file and lock, no temp files
 		t.Fatalf("data dir holds %d entries, want 2", len(entries))
@@ -85,11 +90,11 @@ func TestStorageRefusesCorruptOrForeignState(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			s, _ := OpenStorage(dir, "c1", "a")
-			if err := s.Save(raft.HardState{Term: 7, Vote: "b"}); err != nil {
+			if err := s.Save(raft.HardState{Term: 7, Vote: "b"}, raft.LogState{}); err != nil {
 				t.Fatal(err)
 			}
 			corrupt(filepath.Join(dir, stateFile), t)
-			if hs, err := s.Load(); err == nil {
+			if hs, _, err := s.Load(); err == nil {
 				t.Fatalf("corrupt state loaded as %+v", hs)
 			}
 			s.Close()
@@ -98,11 +103,11 @@ func TestStorageRefusesCorruptOrForeignState(t *testing.T) {
 	t.Run("other member", func(t *testing.T) {
 		dir := t.TempDir()
 		s, _ := OpenStorage(dir, "c1", "a")
-		s.Save(raft.HardState{Term: 7, Vote: "b"})
+		s.Save(raft.HardState{Term: 7, Vote: "b"}, raft.LogState{})
 		s.Close()
 		s2, _ := OpenStorage(dir, "c1", "b")
 		defer s2.Close()
-		if _, err := s2.Load(); err == nil {
+		if _, _, err := s2.Load(); err == nil {
 			t.Fatal("state of member a loaded by member b")
 		}
 	})
@@ -177,7 +182,7 @@ func TestVotePersistedBeforeSendAndSurvivesRestart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go n.Run(ctx, snd)
 	// a grants its vote to b in term 5 and answers only once the vote is durable.
-	resp, err := n.Step(ctx, raft.Message{Type: raft.MsgVote, Cluster: "c1", From: "b", To: "a", Term: 5, Transfer: true})
+	resp, err := n.Step(ctx, raft.Message{Type: raft.MsgVote, Cluster: "c1", From: "b", To: "a", Term: 5, Transfer: true, LastLogIndex: 1})
 	if err != nil || resp == nil || resp.Reject || resp.Type != raft.MsgVoteResp {
 		t.Fatalf("vote: %+v %v", resp, err)
 	}
@@ -193,7 +198,7 @@ func TestVotePersistedBeforeSendAndSurvivesRestart(t *testing.T) {
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
 	go n2.Run(ctx2, snd)
-	resp, err = n2.Step(ctx2, raft.Message{Type: raft.MsgVote, Cluster: "c1", From: "c", To: "a", Term: 5, Transfer: true})
+	resp, err = n2.Step(ctx2, raft.Message{Type: raft.MsgVote, Cluster: "c1", From: "c", To: "a", Term: 5, Transfer: true, LastLogIndex: 1})
 	if err != nil || resp == nil || !resp.Reject {
 		t.Fatalf("restarted member voted twice in term 5: %+v %v", resp, err)
 	}
@@ -232,7 +237,7 @@ func TestStepRefusesBadMessageWithoutStateChange(t *testing.T) {
 	before := n.Status()
 	for _, m := range []raft.Message{
 		{Type: raft.MsgVote, Cluster: "other", From: "b", To: "a", Term: 9},
-		{Type: raft.MsgVote, Cluster: "c1", From: "z", To: "a", Term: 9},
+		{Type: raft.MsgVote, Cluster: "c1", From: "z", To: "q", Term: 9},
 		{Type: raft.MsgVote, Cluster: "c1", From: "b", To: "a", Term: raft.MaxTerm + 1},
 	} {
 		if resp, err := n.Step(ctx, m); err == nil || resp != nil {

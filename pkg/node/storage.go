@@ -16,8 +16,15 @@ import (
 // stateFile is the name of the durable state file in the data dir.
 const stateFile = "raft-state.json"
 
-// stateVersion is the format of the state file; a file of another version is refused.
-const stateVersion = 1
+// stateVersion is the format of the state file. Version 1 held the term and vote only; it is
+// read as a member with an empty log. A file of any other version is refused.
+const stateVersion = 2
+
+// persistent is the checksummed content of the state file: the term, the vote and the log.
+type persistent struct {
+	raft.HardState
+	Log raft.LogState `json:"log"`
+}
 
 // onDisk is the state file's content. The checksum covers the encoded state, so a torn or
 // edited file is detected instead of silently resetting the vote.
@@ -31,7 +38,7 @@ type onDisk struct {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// Storage keeps a member's durable state (term and vote) in a directory. Save is atomic and
+// Storage keeps a member's durable state (term, vote and log) in a directory. Save is atomic and
 // durable: it writes a temporary file, fsyncs it, renames it over the old one and fsyncs the
 // directory, so a crash leaves either the old or the new state, never a mix.
 type Storage struct {
@@ -74,42 +81,81 @@ func (s *Storage) Close() error {
 // Load returns the persisted state, or the zero state if none was ever saved. A file that
 // cannot be read, fails its checksum, or belongs to another member or cluster is an error:
 // resetting it would let this member vote twice in one term.
-func (s *Storage) Load() (raft.HardState, error) {
+func (s *Storage) Load() (raft.HardState, raft.LogState, error) {
+	d, err := s.read()
+	if err != nil || d == nil {
+		return raft.HardState{}, raft.LogState{}, err
+	}
+	path := filepath.Join(s.dir, stateFile)
+	if d.ID != s.id || d.Cluster != s.cluster {
+		return raft.HardState{}, raft.LogState{}, fmt.Errorf("state file %s belongs to member %q of cluster %q, not member %q of cluster %q; use a data dir of this member",
+			path, d.ID, d.Cluster, s.id, s.cluster)
+	}
+	var p persistent
+	if err := json.Unmarshal(d.State, &p); err != nil {
+		return raft.HardState{}, raft.LogState{}, fmt.Errorf("state file %s is corrupt: %w", path, err)
+	}
+	if p.Term > raft.MaxTerm {
+		return raft.HardState{}, raft.LogState{}, fmt.Errorf("state file %s holds term %d, above the limit", path, p.Term)
+	}
+	if err := p.Log.Validate(); err != nil {
+		return raft.HardState{}, raft.LogState{}, fmt.Errorf("state file %s holds an invalid log: %w", path, err)
+	}
+	return p.HardState, p.Log, nil
+}
+
+// StoredCluster returns the cluster id of the state in the data dir, or "" if there is none.
+// A Kubernetes member uses it when the API server cannot tell it which cluster it is in.
+func (s *Storage) StoredCluster() (string, error) {
+	d, err := s.read()
+	if err != nil || d == nil {
+		return "", err
+	}
+	return d.Cluster, nil
+}
+
+// Discard removes the persisted state of a cluster that no longer exists (it was replaced by
+// a recovery), so that this member can join the new one. The state of s.cluster is kept.
+func (s *Storage) Discard(cluster string) error {
+	d, err := s.read()
+	if err != nil || d == nil || d.Cluster != cluster || cluster == s.cluster {
+		return err
+	}
+	if err := os.Remove(filepath.Join(s.dir, stateFile)); err != nil {
+		return fmt.Errorf("discard the state of cluster %q: %w", cluster, err)
+	}
+	return syncDir(s.dir)
+}
+
+// SetCluster changes the cluster whose state this storage loads and saves.
+func (s *Storage) SetCluster(cluster string) { s.cluster = cluster }
+
+// read returns the checked content of the state file, or nil if there is none.
+func (s *Storage) read() (*onDisk, error) {
 	path := filepath.Join(s.dir, stateFile)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return raft.HardState{}, nil
+		return nil, nil
 	}
 	if err != nil {
-		return raft.HardState{}, fmt.Errorf("read state file %s: %w", path, err)
+		return nil, fmt.Errorf("read state file %s: %w", path, err)
 	}
 	var d onDisk
 	if err := json.Unmarshal(b, &d); err != nil {
-		return raft.HardState{}, fmt.Errorf("state file %s is corrupt (%v); move it away only if this member's pod is new", path, err)
+		return nil, fmt.Errorf("state file %s is corrupt (%v); move it away only if this member's pod is new", path, err)
 	}
-	if d.Version != stateVersion {
-		return raft.HardState{}, fmt.Errorf("state file %s has version %d, this build reads version %d", path, d.Version, stateVersion)
+	if d.Version != stateVersion && d.Version != 1 {
+		return nil, fmt.Errorf("state file %s has version %d, this build reads versions 1 and %d", path, d.Version, stateVersion)
 	}
 	if crc32.Checksum(d.State, castagnoli) != d.Checksum {
-		return raft.HardState{}, fmt.Errorf("state file %s fails its checksum; it is corrupt", path)
+		return nil, fmt.Errorf("state file %s fails its checksum; it is corrupt", path)
 	}
-	if d.ID != s.id || d.Cluster != s.cluster {
-		return raft.HardState{}, fmt.Errorf("state file %s belongs to member %q of cluster %q, not member %q of cluster %q; use a data dir of this member",
-			path, d.ID, d.Cluster, s.id, s.cluster)
-	}
-	var hs raft.HardState
-	if err := json.Unmarshal(d.State, &hs); err != nil {
-		return raft.HardState{}, fmt.Errorf("state file %s is corrupt: %w", path, err)
-	}
-	if hs.Term > raft.MaxTerm {
-		return raft.HardState{}, fmt.Errorf("state file %s holds term %d, above the limit", path, hs.Term)
-	}
-	return hs, nil
+	return &d, nil
 }
 
 // Save durably replaces the persisted state.
-func (s *Storage) Save(hs raft.HardState) error {
-	state, err := json.Marshal(hs)
+func (s *Storage) Save(hs raft.HardState, log raft.LogState) error {
+	state, err := json.Marshal(persistent{HardState: hs, Log: log})
 	if err != nil {
 		return err
 	}
@@ -137,13 +183,20 @@ func (s *Storage) Save(hs raft.HardState) error {
 	if err := os.Rename(tmp.Name(), filepath.Join(s.dir, stateFile)); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
-	dir, err := os.Open(s.dir)
+	if err := syncDir(s.dir); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	return nil
+}
+
+func syncDir(path string) error {
+	dir, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("save state: open dir: %w", err)
+		return fmt.Errorf("open dir: %w", err)
 	}
 	defer dir.Close()
 	if err := dir.Sync(); err != nil {
-		return fmt.Errorf("save state: fsync dir: %w", err)
+		return fmt.Errorf("fsync dir: %w", err)
 	}
 	return nil
 }

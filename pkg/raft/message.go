@@ -83,8 +83,24 @@ type Message struct {
 	// Round numbers a leader's heartbeat round; the acknowledgement echoes it so the leader
 	// can tell which round a majority has acknowledged.
 	Round uint64 `json:"round,omitempty"`
-	// Commit is the leader's commit index (append-entries).
+	// PrevLogIndex and PrevLogTerm name the entry that Entries follow (append-entries): the
+	// recipient accepts Entries only if its log holds that entry (the consistency check).
+	PrevLogIndex uint64 `json:"prevLogIndex,omitempty"`
+	PrevLogTerm  uint64 `json:"prevLogTerm,omitempty"`
+	// Entries are the log entries after PrevLogIndex (append-entries).
+	Entries []Entry `json:"entries,omitempty"`
+	// Snapshot replaces a recipient's log that lacks entries the leader has compacted; it is
+	// the entry at PrevLogIndex (append-entries).
+	Snapshot *Snapshot `json:"snapshot,omitempty"`
+	// Config is the leader's configuration, sent (append-entries) to a member that may not
+	// hold it yet: a member whose configuration does not name the leader accepts it only if
+	// this names the leader as a voter and the member as a member.
+	Config *Configuration `json:"config,omitempty"`
+	// Commit is the leader's commit index (append-entries), capped at the last entry sent.
 	Commit uint64 `json:"commit,omitempty"`
+	// Index is, on an append-entries response, the index up to which the responder's log now
+	// matches the leader's; on a rejected one (same term), the index to back up to.
+	Index uint64 `json:"index,omitempty"`
 
 	// Reject is set on a response that refuses the request.
 	Reject bool `json:"reject,omitempty"`
@@ -132,6 +148,56 @@ func (m *Message) Validate() error {
 	}
 	if m.Reject && m.Type.IsRequest() {
 		return bad("reject set on request %s", m.Type)
+	}
+	if m.Type != MsgAppend && (m.PrevLogIndex != 0 || m.PrevLogTerm != 0 || len(m.Entries) != 0 || m.Snapshot != nil || m.Commit != 0 || m.Config != nil) {
+		return bad("log fields set on %s", m.Type)
+	}
+	if m.Type != MsgAppendResp && m.Index != 0 {
+		return bad("index set on %s", m.Type)
+	}
+	if m.Type != MsgVote && (m.LastLogIndex != 0 || m.LastLogTerm != 0) {
+		return bad("last log fields set on %s", m.Type)
+	}
+	for _, v := range []uint64{m.LastLogIndex, m.PrevLogIndex, m.PrevLogTerm, m.Commit, m.Index, m.Round} {
+		if v > MaxTerm {
+			return bad("index, term or round %d exceeds the limit %d", v, uint64(MaxTerm))
+		}
+	}
+	if m.Type == MsgAppend {
+		if m.PrevLogTerm > m.Term {
+			return bad("previous log term %d is above the term %d", m.PrevLogTerm, m.Term)
+		}
+		if len(m.Entries) > MaxLogEntries {
+			return bad("%d entries, the limit is %d", len(m.Entries), MaxLogEntries)
+		}
+		ids := 0
+		for _, e := range m.Entries {
+			if e.Config != nil {
+				ids += len(e.Config.Voters) + len(e.Config.Learners)
+			}
+		}
+		if ids > maxMessageMembers+MaxMembers {
+			return bad("entries name %d members, the limit is %d", ids, maxMessageMembers+MaxMembers)
+		}
+		if m.Snapshot != nil {
+			if err := m.Snapshot.validate(); err != nil {
+				return bad("snapshot: %v", err)
+			}
+			if m.Snapshot.Index == 0 || m.Snapshot.Index != m.PrevLogIndex || m.Snapshot.Term != m.PrevLogTerm {
+				return bad("snapshot (%d, %d) is not the previous entry (%d, %d)", m.Snapshot.Index, m.Snapshot.Term, m.PrevLogIndex, m.PrevLogTerm)
+			}
+		}
+		if m.Config != nil {
+			if err := m.Config.validate(); err != nil {
+				return bad("config: %v", err)
+			}
+		}
+		if err := validateRun(m.PrevLogIndex, m.PrevLogTerm, m.Entries); err != nil {
+			return bad("%v", err)
+		}
+		if n := len(m.Entries); n > 0 && m.Entries[n-1].Term > m.Term {
+			return bad("entry term %d is above the term %d", m.Entries[n-1].Term, m.Term)
+		}
 	}
 	return nil
 }

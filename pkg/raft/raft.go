@@ -86,10 +86,17 @@ type Config struct {
 	ID string
 	// Cluster is the cluster id every message carries; messages of another cluster are refused.
 	Cluster string
-	// Voters are the members that vote and may lead. ID is normally one of them.
-	Voters []string
-	// Learners receive heartbeats and know the leader, but never vote or campaign.
+	// Voters and Learners are the first configuration, used only when Log is empty: the
+	// member then bootstraps the cluster with it as the committed entry at index 1 (term 0).
+	// Every member of a static cluster bootstraps with the same list, so their logs agree.
+	// A member that joins an existing cluster leaves both empty and waits, as a learner, for
+	// the leader to add it. Voters vote and may lead; learners receive heartbeats and know the
+	// leader, but never vote or campaign.
+	Voters   []string
 	Learners []string
+
+	// Log is the durable log loaded at start (see LogState).
+	Log LogState
 
 	// ElectionTicks is the minimum election timeout E. A follower campaigns after a randomized
 	// timeout in [E, 2E) without hearing from a leader, redrawn on every reset; and it refuses
@@ -184,7 +191,22 @@ func (c *Config) validate() error {
 	if c.HardState.Term > MaxTerm {
 		return fmt.Errorf("persisted term %d exceeds the limit", c.HardState.Term)
 	}
+	if err := c.Log.Validate(); err != nil {
+		return fmt.Errorf("persisted log: %w", err)
+	}
+	if c.Log.Snapshot.Term > c.HardState.Term {
+		return fmt.Errorf("persisted log has term %d above the persisted term %d", c.Log.Snapshot.Term, c.HardState.Term)
+	}
+	if n := len(c.Log.Entries); n > 0 && c.Log.Entries[n-1].Term > c.HardState.Term {
+		return fmt.Errorf("persisted log has term %d above the persisted term %d", c.Log.Entries[n-1].Term, c.HardState.Term)
+	}
 	return nil
+}
+
+// progress is what a leader knows of one member's log.
+type progress struct {
+	match uint64 // highest index known to be replicated on the member
+	next  uint64 // index of the next entry to send
 }
 
 // round is one heartbeat round the leader sent and is counting acknowledgements for.
@@ -240,6 +262,16 @@ type Raft struct {
 	msgs      []Message
 	persisted HardState
 
+	// log is the configuration log; logDirty marks changes not yet handed out by Ready.
+	log      raftLog
+	logDirty bool
+	// confIndex is the index of the entry holding the configuration in use.
+	confIndex uint64
+	// Leader state: each member's log progress, and the index of the no-op that opened this
+	// leader's term (it changes the configuration only once that is committed).
+	prs       map[string]*progress
+	termStart uint64
+
 	// boundUntil: this member refuses non-transfer votes while now < boundUntil, whatever
 	// its term or role, because it acknowledged a heartbeat round (or, as leader, sent one
 	// and counted itself) that a lease may rest on. Adopting a higher term from a stale
@@ -279,14 +311,66 @@ func New(c Config) (*Raft, error) {
 		rand:           c.Rand,
 		persisted:      c.HardState,
 	}
-	for _, id := range c.Voters {
-		r.voters[id] = true
+	r.log = raftLog{snap: c.Log.Snapshot.Clone(), commit: c.Log.Snapshot.Index}
+	if _, err := r.log.append(c.Log.Entries); err != nil {
+		return nil, fmt.Errorf("raft config: persisted log: %w", err)
 	}
-	for _, id := range c.Learners {
-		r.learner[id] = true
+	if r.log.lastIndex() == 0 && len(c.Voters) > 0 {
+		voters, learners := map[string]bool{}, map[string]bool{}
+		for _, id := range c.Voters {
+			voters[id] = true
+		}
+		for _, id := range c.Learners {
+			learners[id] = true
+		}
+		r.log.snap = Snapshot{Index: 1, Config: newConfiguration(voters, learners)}
+		r.log.commit = 1
+		r.logDirty = true
 	}
+	r.applyConfig()
 	r.becomeFollower(r.term, None)
 	return r, nil
+}
+
+// applyConfig makes the newest configuration in the log the one in use, and moves the member
+// between the voter and learner roles if the change concerns it.
+func (r *Raft) applyConfig() {
+	cfg, idx := r.log.config()
+	r.confIndex = idx
+	r.voters, r.learner = make(map[string]bool, len(cfg.Voters)), make(map[string]bool, len(cfg.Learners))
+	for _, id := range cfg.Voters {
+		r.voters[id] = true
+	}
+	for _, id := range cfg.Learners {
+		r.learner[id] = true
+	}
+	switch {
+	case r.state == StateLearner && r.isVoter():
+		r.state = StateFollower
+		r.resetElectionTimer()
+	case r.state != StateLearner && !r.isVoter():
+		if r.state == StateLeader {
+			// Never by its own proposal (it refuses to demote or remove itself), only
+			// if a configuration it does not hold came to it: step down.
+			r.becomeFollower(r.term, None)
+			return
+		}
+		lead := r.lead
+		r.becomeFollower(r.term, lead)
+	}
+	if r.state == StateLeader {
+		for id := range r.prs {
+			if !r.known(id) {
+				delete(r.prs, id)
+			}
+		}
+		for _, id := range r.peers() {
+			if r.prs[id] == nil {
+				r.prs[id] = &progress{next: r.log.lastIndex() + 1}
+			}
+		}
+		r.recountLease()
+	}
 }
 
 // ID returns the member's id.
@@ -344,6 +428,7 @@ func (r *Raft) reset(term uint64) {
 	r.leaseUntil = 0
 	r.appLease = 0
 	r.lastAck = nil
+	r.prs = nil
 	r.transferee = None
 	r.transferSent = false
 	r.renounced = false
@@ -389,7 +474,49 @@ func (r *Raft) becomeLeader() {
 	r.state = StateLeader
 	r.quorumTick = r.now
 	r.lastAck = map[string]uint64{}
+	r.prs = map[string]*progress{}
+	for _, id := range r.peers() {
+		r.prs[id] = &progress{next: r.log.lastIndex() + 1}
+	}
+	// Commit an entry of its own term first: only then may it change the configuration, and
+	// only then does it know which entries are committed.
+	r.termStart = r.log.lastIndex() + 1
+	r.appendEntry(Entry{Type: EntryNoop})
 	r.broadcastHeartbeat()
+}
+
+// appendEntry appends an entry of the leader's term to its own log.
+func (r *Raft) appendEntry(e Entry) {
+	e.Index, e.Term = r.log.lastIndex()+1, r.term
+	if _, err := r.log.append([]Entry{e}); err != nil {
+		panic(fmt.Sprintf("leader cannot append to its own log: %v", err))
+	}
+	r.logDirty = true
+	r.maybeCommit()
+}
+
+// maybeCommit advances the commit index to the highest entry of the leader's term that a
+// majority of voters holds.
+func (r *Raft) maybeCommit() {
+	matches := make([]uint64, 0, len(r.voters))
+	for id := range r.voters {
+		switch {
+		case id == r.id:
+			matches = append(matches, r.log.lastIndex())
+		case r.prs[id] != nil:
+			matches = append(matches, r.prs[id].match)
+		default:
+			matches = append(matches, 0)
+		}
+	}
+	if len(matches) == 0 {
+		return
+	}
+	slices.Sort(matches)
+	n := matches[len(matches)-r.quorum()]
+	if t, ok := r.log.term(n); ok && t == r.term && r.log.commitTo(n) {
+		r.logDirty = true
+	}
 }
 
 // Tick advances the member's clock by one tick.
@@ -417,9 +544,7 @@ func (r *Raft) tickLeader() {
 		return
 	}
 	if r.transferee != None {
-		if !r.transferSent && r.now >= r.appLease {
-			r.sendTimeoutNow()
-		}
+		r.maybeSendTimeoutNow()
 		// A transfer that has not produced a successor within an election timeout is
 		// abandoned by stepping down: having sent timeout-now, this leader may never claim
 		// the lease again in this term.
@@ -455,9 +580,35 @@ func (r *Raft) broadcastHeartbeat() {
 	r.rounds = append(r.rounds, rd)
 	r.boundUntil = max(r.boundUntil, r.now+uint64(r.electionTicks))
 	for _, id := range r.peers() {
-		r.send(Message{Type: MsgAppend, To: id, Round: rd.id})
+		r.sendAppend(id, rd.id)
 	}
 	r.maybeRenewLease(rd)
+}
+
+// sendAppend sends a member the entries it lacks (or the snapshot, if it lacks compacted
+// ones) as part of heartbeat round rd (zero: a catch-up message outside any round).
+func (r *Raft) sendAppend(id string, rd uint64) {
+	pr := r.prs[id]
+	if pr == nil {
+		return
+	}
+	m := Message{Type: MsgAppend, To: id, Round: rd}
+	if pr.next <= r.log.snap.Index {
+		snap := r.log.snap.Clone()
+		m.Snapshot = &snap
+		m.PrevLogIndex, m.PrevLogTerm = snap.Index, snap.Term
+	} else {
+		m.PrevLogIndex = pr.next - 1
+		m.PrevLogTerm, _ = r.log.term(m.PrevLogIndex)
+	}
+	m.Entries = r.log.entriesFrom(m.PrevLogIndex + 1)
+	if pr.match < r.confIndex {
+		// It may not hold the configuration that names this leader yet.
+		cfg, _ := r.log.config()
+		m.Config = &cfg
+	}
+	m.Commit = min(r.log.commit, m.PrevLogIndex+uint64(len(m.Entries)))
+	r.send(m)
 }
 
 func (r *Raft) maybeRenewLease(rd *round) {
@@ -547,9 +698,13 @@ func (r *Raft) tally() bool {
 	return false
 }
 
-// Log position hooks: the log holds nothing yet; membership will fill these in.
-func (r *Raft) lastLogIndex() uint64 { return 0 }
-func (r *Raft) lastLogTerm() uint64  { return 0 }
+func (r *Raft) lastLogIndex() uint64 { return r.log.lastIndex() }
+func (r *Raft) lastLogTerm() uint64  { return r.log.lastTerm() }
+
+// logNewer reports whether a log ending at (index, term) is strictly more up to date.
+func (r *Raft) logNewer(index, term uint64) bool {
+	return term > r.lastLogTerm() || term == r.lastLogTerm() && index > r.lastLogIndex()
+}
 
 func (r *Raft) logUpToDate(index, term uint64) bool {
 	return term > r.lastLogTerm() || term == r.lastLogTerm() && index >= r.lastLogIndex()
@@ -574,6 +729,22 @@ func (r *Raft) inLease() bool {
 
 func (r *Raft) known(id string) bool { return r.voters[id] || r.learner[id] }
 
+// acceptsUnknownLeader: a member with no configuration follows whoever its cluster's leader
+// is; one with a configuration that lacks the sender follows it only if the sender shows a
+// configuration naming itself a voter and this member a member. (Without peer
+// authentication, a peer that lies can do more than this; see --auth-secret-file.)
+func (r *Raft) acceptsUnknownLeader(m Message) bool {
+	if len(r.voters) == 0 && len(r.learner) == 0 {
+		return true
+	}
+	c := m.Config
+	if c == nil && m.Snapshot != nil {
+		c = &m.Snapshot.Config
+	}
+	return c != nil && slices.Contains(c.Voters, m.From) &&
+		(slices.Contains(c.Voters, r.id) || slices.Contains(c.Learners, r.id))
+}
+
 // Step feeds a message received from a peer. A message that fails validation, comes from
 // another cluster or an unknown member, or is addressed to someone else is refused with an
 // error and changes nothing.
@@ -587,13 +758,29 @@ func (r *Raft) Step(m Message) error {
 	if m.To != r.id {
 		return fmt.Errorf("%w: %q", ErrWrongRecipient, truncate(m.To))
 	}
-	if !r.known(m.From) {
-		return fmt.Errorf("%w: %q", ErrUnknownMember, truncate(m.From))
-	}
-	if m.Type == MsgVote && !r.voters[m.From] {
-		// Only voters may be elected; a learner's request must not move our term.
+	if m.Type == MsgVote && !r.voters[m.From] && !r.logNewer(m.LastLogIndex, m.LastLogTerm) {
+		// A candidate this member's configuration does not make a voter is either ahead of
+		// it (added or promoted by entries it lacks: its log is then strictly newer, and the
+		// vote is decided as usual below) or a learner, a removed or a stray member: refused,
+		// without moving the term.
+		if !r.known(m.From) {
+			return fmt.Errorf("%w: %q", ErrUnknownMember, truncate(m.From))
+		}
 		r.send(Message{Type: MsgVoteResp, To: m.From, PreVote: m.PreVote, Reject: true})
 		return nil
+	}
+	if !r.known(m.From) {
+		switch {
+		case !m.Type.IsRequest():
+			return nil // a late response from a member that left: nothing to learn from it
+		case m.Type == MsgVote:
+			// Strictly newer log: see above.
+		case m.Type == MsgAppend && r.acceptsUnknownLeader(m):
+			// A leader this member has not heard of: it has not joined yet, or it missed
+			// the entries that added the leader.
+		default:
+			return fmt.Errorf("%w: %q", ErrUnknownMember, truncate(m.From))
+		}
 	}
 
 	switch {
@@ -703,20 +890,76 @@ func (r *Raft) handleAppend(m Message) {
 	}
 	r.resetElectionTimer()
 	r.boundUntil = max(r.boundUntil, r.now+uint64(r.electionTicks))
-	r.send(Message{Type: MsgAppendResp, To: m.From, Round: m.Round})
+
+	if m.Snapshot != nil && m.Snapshot.Index > r.log.commit {
+		r.log.restore(*m.Snapshot)
+		r.logDirty = true
+		r.applyConfig()
+	}
+	if !r.log.matches(m.PrevLogIndex, m.PrevLogTerm) {
+		// The consistency check failed: tell the leader where to back up to. The member
+		// still acknowledges the leader, and its round: it is bound by the lease all the same.
+		hint := r.log.lastIndex()
+		if m.PrevLogIndex <= hint && m.PrevLogIndex > 0 {
+			hint = m.PrevLogIndex - 1
+		}
+		r.send(Message{Type: MsgAppendResp, To: m.From, Round: m.Round, Reject: true, Index: hint})
+		return
+	}
+	changed, err := r.log.append(m.Entries)
+	if changed {
+		r.logDirty = true
+		r.applyConfig()
+	}
+	if err != nil {
+		// Only a broken leader sends this; acknowledge nothing of it.
+		return
+	}
+	last := m.PrevLogIndex + uint64(len(m.Entries))
+	if r.log.commitTo(min(m.Commit, last)) {
+		r.logDirty = true
+	}
+	r.send(Message{Type: MsgAppendResp, To: m.From, Round: m.Round, Index: last})
 }
 
 func (r *Raft) handleAppendResp(m Message) {
-	if r.state != StateLeader || m.Reject {
+	if r.state != StateLeader {
 		return
 	}
+	pr := r.prs[m.From]
+	if pr == nil {
+		return // not (or no longer) a member
+	}
 	r.lastAck[m.From] = r.now
+	// A rejection of the same term is a failed consistency check, not a refusal of the
+	// leader: it acknowledges the round all the same.
 	for _, rd := range r.rounds {
-		if rd.id == m.Round {
+		if rd.id == m.Round && m.Round != 0 {
 			rd.acks[m.From] = true
 			r.maybeRenewLease(rd)
-			return
+			break
 		}
+	}
+	if m.Reject {
+		if next := max(pr.match+1, min(pr.next-1, m.Index+1)); next < pr.next {
+			pr.next = next
+			r.sendAppend(m.From, 0)
+		}
+		return
+	}
+	if m.Index > r.log.lastIndex() {
+		return // acknowledges entries this leader never sent
+	}
+	if m.Index > pr.match {
+		pr.match = m.Index
+		pr.next = max(pr.next, pr.match+1)
+		r.maybeCommit()
+		if pr.match < r.log.lastIndex() {
+			r.sendAppend(m.From, 0) // more than one message could carry
+		}
+	}
+	if r.transferee == m.From {
+		r.maybeSendTimeoutNow()
 	}
 }
 
@@ -727,80 +970,87 @@ func (r *Raft) handleTimeoutNow(m Message) {
 	r.campaign(true)
 }
 
-// SetMembers replaces the configuration with the given voters and learners, at once.
+// ProposeConfChange appends a single-member change of the configuration to the leader's log.
+// It takes effect on each member as soon as that member appends it.
 //
-// This is the configuration of discovery, not of the Raft log, and it is NOT safe in general:
-// members that see different sets count different majorities, and even when all see the same
-// set at once, a change of more than one voter can make the old and the new majorities
-// disjoint, so a lease granted by the old majority does not bind the new one. A leader drops
-// the protocol lease that the new voters do not back (recounting its recent rounds), but a
-// lease it already reported to the application cannot be taken back. Changing the
-// configuration through the log, one voter at a time, is what closes this.
-func (r *Raft) SetMembers(voters, learners []string) error {
-	seen := map[string]bool{}
-	for _, id := range append(append([]string{}, voters...), learners...) {
-		if id == "" || len(id) > MaxIDLength {
-			return fmt.Errorf("member id %q is empty or longer than %d bytes", truncate(id), MaxIDLength)
+// Changing one member at a time keeps every majority of the old configuration overlapping
+// every majority of the new one. Three conditions make that enough:
+//
+//   - one change at a time: the previous configuration entry must be committed;
+//   - the leader must have committed an entry of its own term (its no-op) first, or two
+//     leaders of consecutive terms could each add a different member to the same base and
+//     their majorities could be disjoint;
+//   - the lease: the leader may already have reported a lease to the application, backed by
+//     a round acknowledged by a majority of the current voters. A candidate of a later term
+//     may count its votes in this configuration or the one before it, so the round must also
+//     be backed by a majority of the new voters, or a later change could build a majority
+//     that overlaps none of those who acknowledged it. Otherwise the change waits
+//     (ErrNotReadyForConfChange) until a round the new voters back renews the lease, or the
+//     reported lease has run out.
+func (r *Raft) ProposeConfChange(cc ConfChange) error {
+	if r.state != StateLeader {
+		return ErrNotLeader
+	}
+	if r.transferee != None || r.renounced {
+		return ErrTransferring
+	}
+	if r.confIndex > r.log.commit {
+		return ErrConfChangePending
+	}
+	if r.log.commit < r.termStart {
+		return fmt.Errorf("%w: no entry of term %d committed yet", ErrNotReadyForConfChange, r.term)
+	}
+	cur, _ := r.log.config()
+	next, err := cc.apply(cur, r.id)
+	if err != nil {
+		return err
+	}
+	if !slices.Equal(cur.Voters, next.Voters) && r.now < r.appLease {
+		voters := make(map[string]bool, len(next.Voters))
+		for _, id := range next.Voters {
+			voters[id] = true
 		}
-		if seen[id] {
-			return fmt.Errorf("member %q listed twice", truncate(id))
-		}
-		seen[id] = true
-	}
-	r.voters, r.learner = map[string]bool{}, map[string]bool{}
-	for _, id := range voters {
-		r.voters[id] = true
-	}
-	for _, id := range learners {
-		r.learner[id] = true
-	}
-	switch {
-	case !r.isVoter() && r.state != StateLearner:
-		// Removed as a voter: a leader steps down (its lease went with its quorum), a
-		// candidate stops campaigning.
-		r.becomeFollower(r.term, r.lead)
-	case r.isVoter() && r.state == StateLearner:
-		r.state = StateFollower
-		r.resetElectionTimer()
-	case r.state == StateCandidate || r.state == StatePreCandidate:
-		r.tally() // the quorum may have changed
-	}
-	if r.state == StateLeader {
-		r.recountLease()
-	}
-	if r.transferee != None && !r.voters[r.transferee] {
-		r.transferee = r.bestTransferee()
-		if r.transferee == None {
-			r.becomeFollower(r.term, None)
+		if _, app, _ := r.leaseUnder(voters); app < r.appLease {
+			return fmt.Errorf("%w: the reported lease is not backed by a majority of the new voters yet", ErrNotReadyForConfChange)
 		}
 	}
+	r.appendEntry(Entry{Type: EntryConfig, Config: &next})
+	r.applyConfig()
+	r.maybeCommit() // counted again with the new voters: a leader left alone commits at once
+	// Replicate at once rather than at the next heartbeat: a rolling update waits on it.
+	r.broadcastHeartbeat()
 	return nil
+}
+
+// leaseUnder computes the leader's lease, reported lease and newest quorum tick from the
+// rounds it still tracks, counting only the given voters.
+func (r *Raft) leaseUnder(voters map[string]bool) (lease, app, quorumTick uint64) {
+	q := len(voters)/2 + 1
+	for _, rd := range r.rounds {
+		n := 0
+		for id := range rd.acks {
+			if voters[id] {
+				n++
+			}
+		}
+		if n >= q {
+			quorumTick = max(quorumTick, rd.sent)
+			lease = max(lease, rd.sent+uint64(r.leaseTicks))
+			app = max(app, rd.sent+uint64(r.appLeaseTicks))
+		}
+	}
+	return lease, app, quorumTick
 }
 
 // recountLease recomputes the leader's lease from the rounds it still tracks, counting only
 // the current voters: a lease is only as good as the majority behind it.
 func (r *Raft) recountLease() {
-	r.leaseUntil, r.appLease, r.quorumTick = 0, 0, 0
-	for _, rd := range r.rounds {
-		n := 0
-		for id := range rd.acks {
-			if r.voters[id] {
-				n++
-			}
-		}
-		if n >= r.quorum() {
-			r.quorumTick = rd.sent
-			if r.transferee == None && !r.renounced {
-				r.leaseUntil = rd.sent + uint64(r.leaseTicks)
-				r.appLease = rd.sent + uint64(r.appLeaseTicks)
-			}
-		}
+	lease, app, qt := r.leaseUnder(r.voters)
+	if r.transferee != None || r.renounced {
+		lease, app = 0, r.appLease
 	}
-	if r.quorumTick == 0 {
-		// No tracked round is backed by the new majority: CheckQuorum counts from now, so the
-		// leader gets an election timeout to gather the new majority before stepping down.
-		r.quorumTick = r.now
-	}
+	r.leaseUntil, r.appLease = lease, app
+	r.quorumTick = max(qt, r.quorumTick)
 }
 
 // TransferLeadership starts a leadership transfer to target, or to the most recently
@@ -823,17 +1073,34 @@ func (r *Raft) TransferLeadership(target string) error {
 	r.transferee = target
 	r.transferAt = r.now
 	r.leaseUntil = 0 // stop claiming; appLease keeps the last promise made to the app
-	if r.now >= r.appLease {
-		r.sendTimeoutNow()
-	}
+	r.maybeSendTimeoutNow()
 	return nil
 }
 
+// maybeSendTimeoutNow sends timeout-now once every reported lease has expired and the
+// transferee holds the leader's whole log (or the voters would refuse it their votes).
+func (r *Raft) maybeSendTimeoutNow() {
+	if r.transferSent || r.now < r.appLease {
+		return
+	}
+	if pr := r.prs[r.transferee]; pr == nil || pr.match < r.log.lastIndex() {
+		return // the heartbeats carry what it lacks
+	}
+	r.sendTimeoutNow()
+}
+
+// bestTransferee picks the voter that holds the whole log and acknowledged most recently;
+// failing that, the one that acknowledged most recently.
 func (r *Raft) bestTransferee() string {
-	best, bestAt := None, uint64(0)
+	best, bestAt, bestUpToDate := None, uint64(0), false
 	for _, id := range r.voterPeers() {
-		if at, ok := r.lastAck[id]; ok && (best == None || at > bestAt) {
-			best, bestAt = id, at
+		at, ok := r.lastAck[id]
+		if !ok {
+			continue
+		}
+		upToDate := r.prs[id] != nil && r.prs[id].match == r.log.lastIndex()
+		if best == None || upToDate && !bestUpToDate || upToDate == bestUpToDate && at > bestAt {
+			best, bestAt, bestUpToDate = id, at, upToDate
 		}
 	}
 	return best
@@ -864,6 +1131,18 @@ type Status struct {
 	Transferring bool
 	// LastAck is, for a leader, the tick each peer last acknowledged a heartbeat.
 	LastAck map[string]uint64
+
+	// Config is the configuration in use: the newest in the member's log.
+	Config Configuration
+	// ConfigIndex is the index of the entry holding Config; it is pending while above Commit.
+	ConfigIndex uint64
+	// Commit and LastIndex are the member's commit index and the index of its last entry.
+	Commit, LastIndex uint64
+	// Match is, for a leader, the highest log index known to be on each member.
+	Match map[string]uint64
+	// TermCommitted: a leader has committed an entry of its own term, so it may change the
+	// configuration.
+	TermCommitted bool
 }
 
 // HoldsLease reports whether the member holds a valid leader lease at its current tick.
@@ -871,8 +1150,16 @@ func (s Status) HoldsLease() bool { return s.State == StateLeader && s.Now < s.L
 
 // Status returns the member's current state.
 func (r *Raft) Status() Status {
-	s := Status{ID: r.id, Term: r.term, Vote: r.vote, State: r.state, Leader: r.lead, Now: r.now}
+	s := Status{ID: r.id, Term: r.term, Vote: r.vote, State: r.state, Leader: r.lead, Now: r.now,
+		ConfigIndex: r.confIndex, Commit: r.log.commit, LastIndex: r.log.lastIndex()}
+	s.Config, _ = r.log.config()
+	s.Config = s.Config.Clone()
 	if r.state == StateLeader {
+		s.TermCommitted = r.log.commit >= r.termStart
+		s.Match = make(map[string]uint64, len(r.prs))
+		for id, pr := range r.prs {
+			s.Match[id] = pr.match
+		}
 		s.Transferring = r.transferee != None || r.renounced
 		if !s.Transferring && r.now < r.leaseUntil {
 			s.LeaseUntil = r.leaseUntil
@@ -889,25 +1176,32 @@ func (r *Raft) Status() Status {
 // Ready is what the member produced since the last call: the state to persist first, then
 // the messages to send.
 type Ready struct {
-	// HardState must be persisted before any of Messages is sent, when MustPersist is set.
+	// HardState and Log must be persisted, together, before any of Messages is sent, when
+	// MustPersist is set. Log is the whole log (it is small: compacted to its committed
+	// configuration).
 	HardState   HardState
+	Log         LogState
 	MustPersist bool
 	Messages    []Message
 }
 
-// Ready returns the pending output and clears it. The caller persists HardState (when
-// MustPersist) before sending Messages.
+// Ready returns the pending output and clears it. The caller persists HardState and Log
+// (when MustPersist) before sending Messages.
 func (r *Raft) Ready() Ready {
 	hs := HardState{Term: r.term, Vote: r.vote}
-	rd := Ready{HardState: hs, MustPersist: hs != r.persisted, Messages: r.msgs}
+	rd := Ready{HardState: hs, MustPersist: hs != r.persisted || r.logDirty, Messages: r.msgs}
+	if rd.MustPersist {
+		rd.Log = r.log.state()
+	}
 	r.persisted = hs
+	r.logDirty = false
 	r.msgs = nil
 	return rd
 }
 
 // HasReady reports whether Ready would return anything.
 func (r *Raft) HasReady() bool {
-	return len(r.msgs) > 0 || (HardState{Term: r.term, Vote: r.vote}) != r.persisted
+	return len(r.msgs) > 0 || r.logDirty || (HardState{Term: r.term, Vote: r.vote}) != r.persisted
 }
 
 func sortedKeys(set map[string]bool) []string {

@@ -54,12 +54,13 @@ type network struct {
 	ids   []string
 	cut   map[[2]string]bool
 	log   []string // every delivered message, for failure output
-	// disk is each member's persisted hard state, as the runtime would write it.
-	disk map[string]HardState
+	// disk is each member's persisted hard state and log, as the runtime would write them.
+	disk  map[string]HardState
+	disks map[string]LogState
 }
 
 func newNetwork(t *testing.T, ids ...string) *network {
-	n := &network{t: t, nodes: map[string]*Raft{}, ids: ids, cut: map[[2]string]bool{}, disk: map[string]HardState{}}
+	n := &network{t: t, nodes: map[string]*Raft{}, ids: ids, cut: map[[2]string]bool{}, disk: map[string]HardState{}, disks: map[string]LogState{}}
 	for i, id := range ids {
 		c := testConfig(id, ids...)
 		// Distinct timeouts: member i times out after E+i ticks.
@@ -88,6 +89,7 @@ func (n *network) settle() {
 			rd := n.nodes[id].Ready()
 			if rd.MustPersist {
 				n.disk[id] = rd.HardState
+				n.disks[id] = rd.Log
 			}
 			msgs = append(msgs, rd.Messages...)
 		}
@@ -176,9 +178,9 @@ func TestOneVotePerTerm(t *testing.T) {
 	c.Rand = fixedRand(9)
 	r := newTestRaft(t, c)
 	pastStartGuard(t, r)
-	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "a", To: "c", Term: 1})
-	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "b", To: "c", Term: 1})
-	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "a", To: "c", Term: 1}) // repeat: granted again
+	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "a", To: "c", Term: 1, LastLogIndex: 1})
+	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "b", To: "c", Term: 1, LastLogIndex: 1})
+	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "a", To: "c", Term: 1, LastLogIndex: 1}) // repeat: granted again
 	rd := r.Ready()
 	var got []string
 	for _, m := range rd.Messages {
@@ -198,7 +200,7 @@ func TestDurableVoteSurvivesRestart(t *testing.T) {
 	c.Rand = fixedRand(9)
 	r := newTestRaft(t, c)
 	pastStartGuard(t, r)
-	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "b", To: "c", Term: 3})
+	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "b", To: "c", Term: 3, LastLogIndex: 1})
 	if rd := r.Ready(); len(rd.Messages) != 1 || !rd.Messages[0].Reject || rd.MustPersist {
 		t.Fatalf("restarted member voted again in term 3: %+v", rd)
 	}
@@ -223,7 +225,7 @@ func TestRejectRequestOfStaleTerm(t *testing.T) {
 	c := testConfig("b", "a", "b", "c")
 	c.HardState = HardState{Term: 4}
 	r := newTestRaft(t, c)
-	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "a", To: "b", Term: 3})
+	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "a", To: "b", Term: 3, LastLogIndex: 1})
 	r.Step(Message{Type: MsgAppend, Cluster: "c1", From: "a", To: "b", Term: 3, Round: 7})
 	rd := r.Ready()
 	if len(rd.Messages) != 2 {
@@ -252,7 +254,7 @@ func TestRandomizedTimeoutOnEveryReset(t *testing.T) {
 	for _, m := range []Message{
 		{Type: MsgAppend, Cluster: "c1", From: "a", To: "b", Term: 1, Round: 1},
 		{Type: MsgAppend, Cluster: "c1", From: "a", To: "b", Term: 1, Round: 2},
-		{Type: MsgVote, Cluster: "c1", From: "c", To: "b", Term: 2, Transfer: true},
+		{Type: MsgVote, Cluster: "c1", From: "c", To: "b", Term: 2, LastLogIndex: 1, Transfer: true},
 	} {
 		before := len(rng.draws)
 		r.Step(m)
@@ -334,7 +336,7 @@ func TestPreVoteResponderKeepsState(t *testing.T) {
 	c.Rand = fixedRand(9)
 	r := newTestRaft(t, c)
 	pastStartGuard(t, r)
-	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "c", To: "b", Term: 3, PreVote: true})
+	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "c", To: "b", Term: 3, LastLogIndex: 1, PreVote: true})
 	rd := r.Ready()
 	if rd.MustPersist || r.term != 2 || r.vote != None {
 		t.Fatalf("pre-vote changed durable state: term %d vote %q", r.term, r.vote)
@@ -353,7 +355,7 @@ func TestFollowerInLeaseIgnoresVoteRequests(t *testing.T) {
 	for i := 0; i < testE-1; i++ {
 		r.Tick()
 		for _, pre := range []bool{true, false} {
-			r.Step(Message{Type: MsgVote, Cluster: "c1", From: "c", To: "b", Term: 2, PreVote: pre})
+			r.Step(Message{Type: MsgVote, Cluster: "c1", From: "c", To: "b", Term: 2, LastLogIndex: 1, PreVote: pre})
 			rd := r.Ready()
 			if len(rd.Messages) != 1 || !rd.Messages[0].Reject || r.term != 1 || r.vote != None || r.lead != "a" {
 				t.Fatalf("tick %d pre=%v: in-lease follower must refuse and keep term/leader: %+v, term %d lead %q", i+1, pre, rd, r.term, r.lead)
@@ -362,7 +364,7 @@ func TestFollowerInLeaseIgnoresVoteRequests(t *testing.T) {
 	}
 	// Once the minimum election timeout has passed since the heartbeat it votes again.
 	r.Tick()
-	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "c", To: "b", Term: 2})
+	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "c", To: "b", Term: 2, LastLogIndex: 1})
 	if rd := r.Ready(); len(rd.Messages) != 1 || rd.Messages[0].Reject || r.term != 2 || r.vote != "c" {
 		t.Fatalf("after the lease window: %+v term %d vote %q, want vote for c in term 2", rd.Messages, r.term, r.vote)
 	}
@@ -566,12 +568,6 @@ func TestLearnerNeverCampaignsOrVotesCount(t *testing.T) {
 	if ldr.Status().HoldsLease() {
 		t.Fatal("a learner's acknowledgement gave the leader a lease")
 	}
-	// And a learner's vote request is refused without moving the term.
-	ldr2 := newTestRaft(t, lc)
-	ldr2.Step(Message{Type: MsgVote, Cluster: "c1", From: "l", To: "a", Term: 9})
-	if ldr2.term != 0 {
-		t.Fatal("a learner's vote request moved a voter's term")
-	}
 }
 
 func TestInvalidMessagesChangeNothing(t *testing.T) {
@@ -590,7 +586,24 @@ func TestInvalidMessagesChangeNothing(t *testing.T) {
 		{"reject on request", Message{Type: MsgVote, Cluster: "c1", From: "a", To: "b", Term: 9, Reject: true}, ErrInvalidMessage},
 		{"other cluster", Message{Type: MsgAppend, Cluster: "c2", From: "a", To: "b", Term: 9}, ErrWrongCluster},
 		{"other recipient", Message{Type: MsgAppend, Cluster: "c1", From: "a", To: "c", Term: 9}, ErrWrongRecipient},
-		{"unknown sender", Message{Type: MsgAppend, Cluster: "c1", From: "z", To: "b", Term: 9}, ErrUnknownMember},
+		{"entries not contiguous", Message{Type: MsgAppend, Cluster: "c1", From: "a", To: "b", Term: 9, PrevLogIndex: 1,
+			Entries: []Entry{{Index: 3, Term: 9, Type: EntryNoop}}}, ErrInvalidMessage},
+		{"entry above the term", Message{Type: MsgAppend, Cluster: "c1", From: "a", To: "b", Term: 9, PrevLogIndex: 1,
+			Entries: []Entry{{Index: 2, Term: 10, Type: EntryNoop}}}, ErrInvalidMessage},
+		{"config entry without voters", Message{Type: MsgAppend, Cluster: "c1", From: "a", To: "b", Term: 9, PrevLogIndex: 1,
+			Entries: []Entry{{Index: 2, Term: 9, Type: EntryConfig, Config: &Configuration{Learners: []string{"x"}}}}}, ErrInvalidMessage},
+		{"unsorted config", Message{Type: MsgAppend, Cluster: "c1", From: "a", To: "b", Term: 9, PrevLogIndex: 1,
+			Entries: []Entry{{Index: 2, Term: 9, Type: EntryConfig, Config: &Configuration{Voters: []string{"b", "a"}}}}}, ErrInvalidMessage},
+		{"duplicate member", Message{Type: MsgAppend, Cluster: "c1", From: "a", To: "b", Term: 9, PrevLogIndex: 1,
+			Entries: []Entry{{Index: 2, Term: 9, Type: EntryConfig, Config: &Configuration{Voters: []string{"a"}, Learners: []string{"a"}}}}}, ErrInvalidMessage},
+		{"no-op with config", Message{Type: MsgAppend, Cluster: "c1", From: "a", To: "b", Term: 9, PrevLogIndex: 1,
+			Entries: []Entry{{Index: 2, Term: 9, Type: EntryNoop, Config: &Configuration{Voters: []string{"a"}}}}}, ErrInvalidMessage},
+		{"unknown entry type", Message{Type: MsgAppend, Cluster: "c1", From: "a", To: "b", Term: 9, PrevLogIndex: 1,
+			Entries: []Entry{{Index: 2, Term: 9, Type: "data"}}}, ErrInvalidMessage},
+		{"snapshot not the previous entry", Message{Type: MsgAppend, Cluster: "c1", From: "a", To: "b", Term: 9, PrevLogIndex: 4,
+			Snapshot: &Snapshot{Index: 5, Term: 3, Config: Configuration{Voters: []string{"a"}}}}, ErrInvalidMessage},
+		{"log fields on a vote", Message{Type: MsgVote, Cluster: "c1", From: "a", To: "b", Term: 9, Commit: 3}, ErrInvalidMessage},
+		{"index over limit", Message{Type: MsgAppend, Cluster: "c1", From: "a", To: "b", Term: 9, PrevLogIndex: MaxTerm + 1}, ErrInvalidMessage},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -678,14 +691,14 @@ func TestRestartedMemberRefusesVotesForElectionTimeout(t *testing.T) {
 	r := newTestRaft(t, c)
 	for i := 0; i < testE; i++ {
 		for _, pre := range []bool{true, false} {
-			r.Step(Message{Type: MsgVote, Cluster: "c1", From: "c", To: "b", Term: 2, PreVote: pre})
+			r.Step(Message{Type: MsgVote, Cluster: "c1", From: "c", To: "b", Term: 2, LastLogIndex: 1, PreVote: pre})
 			if rd := r.Ready(); len(rd.Messages) != 1 || !rd.Messages[0].Reject || r.term != 1 || r.vote != None {
 				t.Fatalf("tick %d pre=%v: restarted member voted: %+v", i, pre, rd)
 			}
 		}
 		r.Tick()
 	}
-	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "c", To: "b", Term: 2})
+	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "c", To: "b", Term: 2, LastLogIndex: 1})
 	if rd := r.Ready(); len(rd.Messages) != 1 || rd.Messages[0].Reject {
 		t.Fatalf("after the guard: %+v, want a granted vote", rd)
 	}
@@ -696,7 +709,7 @@ func TestRepliesOfAFreshMemberAreValid(t *testing.T) {
 	c.Learners = []string{"l"}
 	r := newTestRaft(t, c)
 	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "l", To: "a", Term: 1})
-	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "b", To: "a", Term: 1, PreVote: true})
+	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "b", To: "a", Term: 1, LastLogIndex: 1, PreVote: true})
 	for _, m := range r.Ready().Messages {
 		if err := m.Validate(); err != nil {
 			t.Fatalf("reply %+v does not validate: %v", m, err)
@@ -718,7 +731,7 @@ func TestDeposedLeaderStillRefusesVotesWhileItsLeaseRuns(t *testing.T) {
 		t.Fatalf("not deposed: %v term %d", a.state, a.term)
 	}
 	a.Ready()
-	a.Step(Message{Type: MsgVote, Cluster: "c1", From: "c", To: "a", Term: 2})
+	a.Step(Message{Type: MsgVote, Cluster: "c1", From: "c", To: "a", Term: 2, LastLogIndex: 1})
 	if rd := a.Ready(); len(rd.Messages) != 1 || !rd.Messages[0].Reject || a.vote != None {
 		t.Fatalf("deposed leader voted in the same term while its lease ran: %+v", rd.Messages)
 	}
@@ -737,72 +750,8 @@ func TestFollowerAdoptingStaleTermStillRefusesVotes(t *testing.T) {
 		t.Fatalf("term %d lead %q", r.term, r.lead)
 	}
 	r.Ready()
-	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "c", To: "b", Term: 2})
+	r.Step(Message{Type: MsgVote, Cluster: "c1", From: "c", To: "b", Term: 2, LastLogIndex: 1})
 	if rd := r.Ready(); len(rd.Messages) != 1 || !rd.Messages[0].Reject {
 		t.Fatalf("follower voted inside the lease it acknowledged: %+v", rd.Messages)
-	}
-}
-
-func TestSetMembers(t *testing.T) {
-	n := newNetwork(t, "a", "b", "c")
-	n.tick(testE + 1)
-	a := n.nodes["a"]
-	// Removing the leader as a voter ends its leadership and its lease.
-	if err := a.SetMembers([]string{"b", "c"}, []string{"a"}); err != nil {
-		t.Fatal(err)
-	}
-	if st := a.Status(); st.State != StateLearner || st.HoldsLease() {
-		t.Fatalf("removed leader: %+v", st)
-	}
-	// A learner made a voter becomes a follower and may campaign again.
-	if err := a.SetMembers([]string{"a", "b", "c"}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if st := a.Status(); st.State != StateFollower {
-		t.Fatalf("re-added voter: %+v", st)
-	}
-	// A member that is alone in its configuration elects itself.
-	for _, id := range n.ids {
-		if err := n.nodes[id].SetMembers([]string{id}, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i := 0; i < 3*testE; i++ {
-		a.Tick()
-	}
-	if st := a.Status(); st.State != StateLeader {
-		t.Fatalf("sole voter did not lead: %+v", st)
-	}
-	if err := a.SetMembers([]string{"x", "x"}, nil); err == nil {
-		t.Fatal("duplicate member accepted")
-	}
-	if err := a.SetMembers([]string{""}, nil); err == nil {
-		t.Fatal("empty id accepted")
-	}
-}
-
-func TestSetMembersRecountsTheLeadersLease(t *testing.T) {
-	// A lease backed by acknowledgements of members that are no longer voters is dropped.
-	n := newNetwork(t, "a", "b", "c", "d", "e")
-	n.tick(testE + 1)
-	a := n.nodes["a"]
-	n.isolate("b")
-	n.isolate("c")
-	n.cut[[2]string{"a", "d"}], n.cut[[2]string{"d", "a"}], n.cut[[2]string{"a", "e"}], n.cut[[2]string{"e", "a"}] = false, false, false, false
-	n.tick(2 * testE) // long enough that no tracked round carries b's or c's acknowledgement
-	if !a.Status().HoldsLease() {
-		t.Fatal("leader lost its lease with acks from a majority of five")
-	}
-	if err := a.SetMembers([]string{"a", "b", "c"}, []string{"d", "e"}); err != nil {
-		t.Fatal(err)
-	}
-	if st := a.Status(); st.HoldsLease() || st.State != StateLeader {
-		t.Fatalf("after the voters changed to a,b,c (b and c never acknowledged): %+v", st)
-	}
-	// Once the new majority acknowledges a round, the lease comes back.
-	n.healAll()
-	n.tick(2 * testHB)
-	if st := a.Status(); !st.HoldsLease() {
-		t.Fatalf("no lease from the new majority: %+v", st)
 	}
 }

@@ -2,10 +2,11 @@ package raft
 
 // The simulator: N members driven by one event queue in global simulated time. This file
 // holds the model of the runtime (clocks, durable state, crashes) and of the network; the
-// invariants are in sim_check_test.go, the fault schedule in sim_schedule_test.go and the
-// trace in sim_trace_test.go.
+// invariants are in sim_check_test.go, the fault schedule in sim_schedule_test.go, the
+// membership changes in sim_membership_test.go and the trace in sim_trace_test.go.
 
 import (
+	"errors"
 	"fmt"
 	"math/rand"
 )
@@ -58,11 +59,21 @@ type simParams struct {
 	heartbeatTicks int
 	// faultPhase is how long faults are injected; the calm phase follows.
 	faultPhase simTime
+	// membership: only the members in boot bootstrap the cluster (as its voters), the others
+	// start with no configuration and wait to be added, and the leader is asked to change the
+	// configuration during the fault phase. Otherwise every member bootstraps as a voter and
+	// the configuration never changes.
+	membership bool
+	boot       []string
 }
 
 func (p simParams) String() string {
-	return fmt.Sprintf("%d members, ElectionTicks=%d HeartbeatTicks=%d, faults for %v", p.size,
+	s := fmt.Sprintf("%d members, ElectionTicks=%d HeartbeatTicks=%d, faults for %v", p.size,
 		p.electionTicks, p.heartbeatTicks, p.faultPhase)
+	if p.membership {
+		s += fmt.Sprintf(", membership changes from voters %v", p.boot)
+	}
+	return s
 }
 
 // simMutation deliberately breaks the runtime model, so that tests can show the invariant
@@ -71,13 +82,23 @@ type simMutation uint8
 
 const (
 	simMutationNone simMutation = iota
-	// simMutationForgetHardState restarts members with an empty HardState, as if the data
-	// directory were lost: members then vote twice in one term and terms go back.
+	// simMutationForgetHardState restarts members with an empty data directory (HardState
+	// and log lost): members then vote twice in one term and terms go back.
 	simMutationForgetHardState
 	// simMutationFastClocks lets clock rates differ by far more than the drift bound the
 	// lease is computed for.
 	simMutationFastClocks
+	// simMutationForgetLog restarts members with their HardState but an empty log, as if
+	// the runtime persisted Ready().HardState and not Ready().Log: commit indexes go back.
+	simMutationForgetLog
+	// simMutationConcurrentConfChanges lets the leader propose a second configuration change
+	// before the first is committed (it bypasses the core's ErrConfChangePending), and makes
+	// it propose one right after each accepted change.
+	simMutationConcurrentConfChanges
 )
+
+// membership reports whether the mutation only shows in membership schedules.
+func (mut simMutation) membership() bool { return mut == simMutationConcurrentConfChanges }
 
 // simOptions select the model of a run.
 type simOptions struct {
@@ -97,8 +118,18 @@ type simMember struct {
 	start  simTime
 	period simTime
 	ticks  uint64
-	// persisted is the durable state: exactly what the member persisted, nothing more.
+	// persisted and log are the durable state: exactly what the member persisted (HardState
+	// and Ready().Log, written together), nothing more.
 	persisted HardState
+	log       LogState
+	// boot: the member bootstraps the cluster with the sim's voters when its log is empty (a
+	// static member); otherwise it starts with no configuration and waits to be added.
+	boot bool
+	// Membership schedules: retired is set once the leader accepted the member's removal (its
+	// id is never added again: a pod's id includes its UID). Once the removal is committed the
+	// member is either gone (crashed for good, like a deleted pod) or a zombie (it keeps
+	// running, cut off from the cluster's heartbeats, and must not disrupt it).
+	retired, gone, zombie bool
 	// st is the status observed after the member's last event.
 	st Status
 	// crashAfterPersist: crash right after the next persist, before its messages are sent.
@@ -118,6 +149,7 @@ type simEventKind uint8
 const (
 	simEvTick simEventKind = iota
 	simEvFault
+	simEvConfChange
 	simEvRestart
 	simEvCalm
 	simEvDeliver
@@ -129,8 +161,8 @@ type simEvent struct {
 	at     simTime
 	seq    uint64
 	kind   simEventKind
-	member int32 // tick, restart: the member; deliver: the recipient
-	inc    int32 // tick, restart: the incarnation it belongs to
+	member int32 // tick, restart, one-off configuration change: the member; deliver: the recipient
+	inc    int32 // tick, restart, one-off configuration change: the incarnation it belongs to
 	from   int32 // deliver: the sender
 	msg    int32 // deliver: index into sim.inflight
 }
@@ -210,11 +242,28 @@ type simStats struct {
 	// converged is how long after the calm phase began the members agreed on a leader
 	// holding the lease.
 	converged simTime
+	// unknown counts messages refused because their sender is not in the recipient's
+	// configuration.
+	unknown int
+	// Membership schedules: configuration changes proposed to a leader and accepted by it;
+	// committed changes by type (in simConfChangeTypes order); members removed for good
+	// (pods gone) and removed members left running (zombies). configConverged (every
+	// schedule) is how long after the cluster agreed on its final leader every member of that
+	// leader's configuration knew it committed.
+	confProposed, confAccepted int
+	confCommitted              [4]int
+	gone, zombies              int
+	configConverged            simTime
 }
 
 func (st simStats) String() string {
-	return fmt.Sprintf("%d events, %d messages delivered, %d lost; %d leaders, %d leases, %d transfers; %d crashes, %d restarts; converged %v after the faults",
-		st.events, st.deliveries, st.drops, st.leaders, st.leases, st.transfers, st.crashes, st.restarts, st.converged)
+	s := fmt.Sprintf("%d events, %d messages delivered (%d refused: sender unknown), %d lost; %d leaders, %d leases, %d transfers; %d crashes, %d restarts; converged %v after the faults",
+		st.events, st.deliveries, st.unknown, st.drops, st.leaders, st.leases, st.transfers, st.crashes, st.restarts, st.converged)
+	if st.confProposed > 0 {
+		s += fmt.Sprintf("; %d configuration changes proposed, %d accepted, committed %v; %d pods gone, %d zombies; configuration known %v after that",
+			st.confProposed, st.confAccepted, st.confCommitted, st.gone, st.zombies, st.configConverged)
+	}
+	return s
 }
 
 // sim runs one schedule.
@@ -222,6 +271,9 @@ type sim struct {
 	p   simParams
 	opt simOptions
 	rng *rand.Rand
+	// mrng draws everything about membership changes. It is separate from rng so that a
+	// fault-only schedule draws exactly what it drew before membership schedules existed.
+	mrng *rand.Rand
 
 	now   simTime
 	queue simQueue
@@ -239,7 +291,18 @@ type sim struct {
 	calm     bool
 	calmAt   simTime
 	deadline simTime // calm phase: the liveness bound
-	liveAt   simTime // calm phase: when the cluster converged (0: not yet)
+	liveAt   simTime // calm phase: when the cluster first converged (0: not yet)
+	// Calm phase, after liveAt: agreed is the leader the cluster agrees on since agreedAt, in
+	// term agreedTerm (nil while there is no agreement). Every member of its configuration
+	// must know that configuration committed within simConfigBound of agreedAt, and in any
+	// case within simLivenessBound of liveAt; configAt is when they did (0: not yet).
+	agreed     *simMember
+	agreedTerm uint64
+	agreedAt   simTime
+	configAt   simTime
+	// steadyAt: when the agreed leader first held a lease resting on a calm-phase round; from
+	// then on nothing may disrupt it (checkSteady).
+	steadyAt simTime
 	end      simTime
 
 	check simChecker
@@ -263,14 +326,30 @@ func newSim(seed int64, opt simOptions) *sim {
 	p.heartbeatTicks = 2 + rng.Intn(min(5, p.electionTicks/3)-1)
 	p.faultPhase = simTime(10+rng.Intn(21)) * simTime(p.electionTicks) * simNominalTick
 
-	s := &sim{p: p, opt: opt, rng: rng, byID: map[string]int{}}
+	s := &sim{p: p, opt: opt, rng: rng, mrng: newSimRand(seed ^ simMembershipSalt), byID: map[string]int{}}
+	// Drawn even when the mutation forces membership, so that the draws after it do not move.
+	p.membership = s.mrng.Intn(simMembershipOneIn) == 0 || opt.mut.membership()
+	boot := map[int]bool{}
+	if p.membership {
+		// A random non-empty subset bootstraps; all of them with the same Voters list.
+		for _, i := range s.mrng.Perm(p.size)[:1+s.mrng.Intn(p.size)] {
+			boot[i] = true
+		}
+	}
 	for i := range p.size {
 		id := fmt.Sprintf("m%d", i+1)
-		s.voters = append(s.voters, id)
+		m := &simMember{idx: i, id: id, boot: !p.membership || boot[i]}
+		if m.boot {
+			s.voters = append(s.voters, id)
+		}
 		s.byID[id] = i
-		s.members = append(s.members, &simMember{idx: i, id: id})
+		s.members = append(s.members, m)
 		s.blocked = append(s.blocked, make([]bool, p.size))
 	}
+	if p.membership {
+		p.boot = s.voters
+	}
+	s.p = p
 	s.check.init(p.size)
 	s.net = s.randomNet()
 	// Members start within one nominal tick of each other, so their ticks are not aligned.
@@ -280,6 +359,9 @@ func newSim(seed int64, opt simOptions) *sim {
 	s.calmAt = p.faultPhase
 	s.push(simEvent{at: s.calmAt, kind: simEvCalm})
 	s.push(simEvent{at: s.nextFaultTime(), kind: simEvFault})
+	if p.membership {
+		s.push(simEvent{at: s.nextConfChangeTime(), kind: simEvConfChange})
+	}
 	return s
 }
 
@@ -302,10 +384,22 @@ func (s *sim) run() *simFailure {
 		if s.calm {
 			if s.liveAt == 0 && ev.at > s.deadline {
 				s.now = s.deadline
-				s.failLiveness()
+				s.failLiveness("the calm phase")
 				break
 			}
-			if s.liveAt != 0 && ev.at > s.end {
+			if s.liveAt != 0 && s.configAt == 0 {
+				if s.agreed != nil && ev.at > s.agreedAt+simConfigBound(s.p.heartbeatTicks) {
+					s.now = s.agreedAt + simConfigBound(s.p.heartbeatTicks)
+					s.failConfigLiveness()
+					break
+				}
+				if ev.at > s.liveAt+simLivenessBound(s.p.electionTicks) {
+					s.now = s.liveAt + simLivenessBound(s.p.electionTicks)
+					s.failLiveness("the first agreement, which was lost")
+					break
+				}
+			}
+			if s.configAt != 0 && ev.at > s.end {
 				break
 			}
 		}
@@ -316,8 +410,14 @@ func (s *sim) run() *simFailure {
 			s.tick(ev)
 		case simEvFault:
 			s.fault()
+		case simEvConfChange:
+			if ev.inc != 0 {
+				s.confChangeOnce(s.members[ev.member], int(ev.inc))
+			} else {
+				s.confChange()
+			}
 		case simEvRestart:
-			if m := s.members[ev.member]; !m.up && int(ev.inc) == m.inc {
+			if m := s.members[ev.member]; !m.up && !m.gone && int(ev.inc) == m.inc {
 				s.restart(m)
 			}
 		case simEvCalm:
@@ -325,15 +425,60 @@ func (s *sim) run() *simFailure {
 		case simEvDeliver:
 			s.deliver(ev)
 		}
-		if s.calm && s.liveAt == 0 && s.err == nil && s.converged() {
-			s.liveAt = s.now
-			s.stats.converged = s.now - s.calmAt
-			// Keep running a little to check the invariants in the steady state too.
-			s.end = s.now + 2*simTime(s.p.electionTicks)*simNominalTick
-			s.trace.note(s.now, -1, fmt.Sprintf("converged %v after the calm phase began", s.stats.converged))
+		if s.calm && s.configAt == 0 && s.err == nil {
+			s.watchConvergence()
+		} else if s.configAt != 0 && s.err == nil {
+			s.checkSteady()
 		}
 	}
+	s.stats.confCommitted = s.check.committedChanges()
 	return s.err
+}
+
+// watchConvergence follows the calm phase: when the cluster agrees on a leader (converged),
+// on which leader since when, and when the members of its configuration know it committed.
+func (s *sim) watchConvergence() {
+	lead := s.convergedLeader()
+	if lead == nil {
+		s.agreed = nil
+		return
+	}
+	if s.liveAt == 0 {
+		s.liveAt = s.now
+		s.stats.converged = s.now - s.calmAt
+		s.trace.note(s.now, -1, fmt.Sprintf("converged %v after the calm phase began", s.stats.converged))
+	}
+	if s.agreed != lead || s.agreedTerm != lead.st.Term {
+		s.agreed, s.agreedTerm, s.agreedAt = lead, lead.st.Term, s.now
+	}
+	if s.configKnown(lead) {
+		s.configAt = s.now
+		s.stats.configConverged = s.now - s.agreedAt
+		// Keep running a little to check the invariants in the steady state too.
+		s.end = s.now + 2*simTime(s.p.electionTicks)*simNominalTick
+		if s.p.membership {
+			s.trace.note(s.now, -1, fmt.Sprintf("configuration known committed %v after the agreement on %s", s.stats.configConverged, lead.id))
+		}
+	}
+}
+
+// checkSteady: once the cluster converged, knows its configuration, and its leader's lease
+// rests on a round sent in the calm phase (an older one may still lapse, and the leader step
+// down for lack of a quorum it lost during the faults), nothing may disrupt it for the rest
+// of the run: a removed member left running may still believe it is a voter and campaign.
+func (s *sim) checkSteady() {
+	l := s.agreed
+	if s.steadyAt == 0 {
+		lease := uint64(MaxLeaseTicks(s.p.electionTicks, DefaultMaxDrift))
+		if l.up && l.st.HoldsLease() && l.st.Term == s.agreedTerm && l.globalTime(l.st.LeaseUntil-lease) >= s.calmAt {
+			s.steadyAt = s.now
+		}
+		return
+	}
+	if !l.up || l.st.State != StateLeader || l.st.Term != s.agreedTerm {
+		s.fail("steady state disrupted: %s, the leader of term %d the cluster agreed on at %v (renewed its lease in the calm phase at %v), is now %s in term %d",
+			l.id, s.agreedTerm, s.agreedAt, s.steadyAt, l.st.State, l.st.Term)
+	}
 }
 
 // drawPeriod draws a member's tick period within the drift bound.
@@ -348,17 +493,26 @@ func (s *sim) drawPeriod() simTime {
 
 // start (re)creates a member from its durable state with a fresh clock at time at.
 func (s *sim) start(m *simMember, at simTime) {
-	if s.opt.mut == simMutationForgetHardState {
-		m.persisted = HardState{}
+	switch s.opt.mut {
+	case simMutationForgetHardState:
+		m.persisted, m.log = HardState{}, LogState{}
+	case simMutationForgetLog:
+		m.log = LogState{}
 	}
-	hs := m.persisted
+	// Like the runtime, a static member passes its bootstrap voters every time; the core
+	// uses them only when the log is empty. A joiner passes none.
+	var voters []string
+	if m.boot {
+		voters = s.voters
+	}
 	r, err := New(Config{
 		ID:             m.id,
 		Cluster:        "sim",
-		Voters:         s.voters,
+		Voters:         voters,
+		Log:            m.log,
 		ElectionTicks:  s.p.electionTicks,
 		HeartbeatTicks: s.p.heartbeatTicks,
-		HardState:      hs,
+		HardState:      m.persisted,
 		Rand:           newSimRand(s.rng.Int63()),
 	})
 	if err != nil {
@@ -374,6 +528,17 @@ func (s *sim) start(m *simMember, at simTime) {
 	m.crashAfterPersist = false
 	m.st = r.Status()
 	s.push(simEvent{at: m.globalTime(1), kind: simEvTick, member: int32(m.idx), inc: int32(m.inc)})
+	// The runtime persists what New produced (a bootstrap writes its first configuration)
+	// before the member does anything else.
+	rd := r.Ready()
+	s.check.ready(s, m, rd)
+	if rd.MustPersist {
+		s.check.persist(s, m, rd)
+		m.persisted, m.log = rd.HardState, rd.Log
+	}
+	if len(rd.Messages) > 0 {
+		s.fail("%s sends %d messages before its first tick", m.id, len(rd.Messages))
+	}
 	s.check.started(s, m)
 }
 
@@ -388,7 +553,7 @@ func (s *sim) crash(m *simMember, why string) {
 func (s *sim) restart(m *simMember) {
 	s.start(m, s.now)
 	s.stats.restarts++
-	s.trace.note(s.now, m.idx, fmt.Sprintf("restart from %+v, tick period %v", m.persisted, m.period))
+	s.trace.note(s.now, m.idx, fmt.Sprintf("restart from %+v, log %s, tick period %v", m.persisted, simFormatLog(m.log), m.period))
 }
 
 func (s *sim) tick(ev simEvent) {
@@ -413,7 +578,14 @@ func (s *sim) deliver(ev simEvent) {
 	}
 	s.stats.deliveries++
 	if err := m.r.Step(msg); err != nil {
-		s.fail("%s refused a message from a correct peer: %v (%s)", m.id, err, simFormatMsg(msg))
+		// The core refuses a request from a member its configuration does not name (unless
+		// it is a leader that shows a configuration naming it); a removed member's
+		// messages, or a new voter's before this member learned of it, are such.
+		if !errors.Is(err, ErrUnknownMember) || simIsMember(m.st.Config, msg.From) {
+			s.fail("%s refused a message from a correct peer: %v (%s)", m.id, err, simFormatMsg(msg))
+		}
+		s.stats.unknown++
+		s.check.refused(s, m, msg, err)
 	}
 	s.afterEvent(m, simTraceRec{kind: simTraceDeliver, msg: msg})
 }
@@ -424,8 +596,8 @@ func (s *sim) afterEvent(m *simMember, rec simTraceRec) {
 	rd := m.r.Ready()
 	s.check.ready(s, m, rd)
 	if rd.MustPersist {
-		s.check.persist(s, m, rd.HardState)
-		m.persisted = rd.HardState
+		s.check.persist(s, m, rd)
+		m.persisted, m.log = rd.HardState, rd.Log
 		if m.crashAfterPersist {
 			rec.sent = len(rd.Messages)
 			s.observe(m, rec)
@@ -447,10 +619,13 @@ func (s *sim) observe(m *simMember, rec simTraceRec) {
 	prev := m.st
 	m.st = m.r.Status()
 	s.check.status(s, m, prev)
+	if s.p.membership && m.st.State == StateLeader && prev.State != StateLeader {
+		s.elected(m)
+	}
 	rec.at = s.now
 	rec.member = int8(m.idx)
 	if rec.kind != simTraceTick || rec.sent > 0 || simStatusChanged(prev, m.st) {
-		rec.st = simStatusOf(m.st)
+		rec.st = simStatusOf(m.st, prev)
 		s.trace.add(rec)
 	}
 }

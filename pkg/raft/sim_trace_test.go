@@ -15,6 +15,7 @@ const (
 	simTraceTick
 	simTraceDeliver
 	simTraceTransfer
+	simTraceConfChange
 )
 
 // simStatusSummary is the part of a Status the trace shows.
@@ -26,18 +27,27 @@ type simStatusSummary struct {
 	leaseUntil   uint64
 	appLease     uint64
 	transferring bool
+	commit, last uint64
+	configIndex  uint64
+	// config is shown only when it changed (newConfig), to keep lines short.
+	config    Configuration
+	newConfig bool
 }
 
-func simStatusOf(st Status) simStatusSummary {
+// simStatusOf summarizes st; prev is the member's status before the event.
+func simStatusOf(st, prev Status) simStatusSummary {
 	return simStatusSummary{term: st.Term, state: st.State, lead: st.Leader, vote: st.Vote, now: st.Now,
-		leaseUntil: st.LeaseUntil, appLease: st.AppLeaseUntil, transferring: st.Transferring}
+		leaseUntil: st.LeaseUntil, appLease: st.AppLeaseUntil, transferring: st.Transferring,
+		commit: st.Commit, last: st.LastIndex, configIndex: st.ConfigIndex, config: st.Config,
+		newConfig: st.ConfigIndex != prev.ConfigIndex || !st.Config.Equal(prev.Config)}
 }
 
 // simStatusChanged reports whether anything but the clock changed between two statuses.
 func simStatusChanged(a, b Status) bool {
 	return a.Term != b.Term || a.State != b.State || a.Leader != b.Leader || a.Vote != b.Vote ||
 		a.LeaseUntil != b.LeaseUntil || a.AppLeaseUntil != b.AppLeaseUntil ||
-		a.Transferring != b.Transferring || a.HoldsLease() != b.HoldsLease()
+		a.Transferring != b.Transferring || a.HoldsLease() != b.HoldsLease() ||
+		a.Commit != b.Commit || a.LastIndex != b.LastIndex || a.ConfigIndex != b.ConfigIndex
 }
 
 func (st simStatusSummary) String() string {
@@ -56,6 +66,38 @@ func (st simStatusSummary) String() string {
 	if st.transferring {
 		b.WriteString(" transferring")
 	}
+	fmt.Fprintf(&b, " log=%d/%d cfg@%d", st.commit, st.last, st.configIndex)
+	if st.newConfig {
+		b.WriteString(simFormatConfig(st.config))
+	}
+	return b.String()
+}
+
+// simFormatConfig formats a configuration compactly: {v:m1,m2 l:m3}.
+func simFormatConfig(c Configuration) string {
+	s := "{v:" + strings.Join(c.Voters, ",")
+	if len(c.Learners) > 0 {
+		s += " l:" + strings.Join(c.Learners, ",")
+	}
+	return s + "}"
+}
+
+func simFormatEntry(e Entry) string {
+	s := fmt.Sprintf("%d/%d %s", e.Index, e.Term, e.Type)
+	if e.Config != nil {
+		s += simFormatConfig(*e.Config)
+	}
+	return s
+}
+
+// simFormatLog formats a log as snapshot index/term{config} followed by its entries.
+func simFormatLog(l LogState) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[%d/%d%s", l.Snapshot.Index, l.Snapshot.Term, simFormatConfig(l.Snapshot.Config))
+	for _, e := range l.Entries {
+		b.WriteString(" " + simFormatEntry(e))
+	}
+	b.WriteString("]")
 	return b.String()
 }
 
@@ -63,9 +105,10 @@ type simTraceRec struct {
 	at     simTime
 	member int8 // -1: the whole cluster
 	kind   simTraceKind
-	msg    Message // deliver
-	note   string  // note
-	err    error   // transfer
+	msg    Message    // deliver
+	note   string     // note
+	err    error      // transfer, configuration change
+	cc     ConfChange // configuration change
 	sent   int
 	st     simStatusSummary
 }
@@ -85,6 +128,21 @@ func simFormatMsg(m Message) string {
 	if m.Reject {
 		b.WriteString(" reject")
 	}
+	switch m.Type {
+	case MsgVote:
+		fmt.Fprintf(&b, " last=%d/%d", m.LastLogIndex, m.LastLogTerm)
+	case MsgAppend:
+		if m.Snapshot != nil {
+			fmt.Fprintf(&b, " snap=%d/%d%s", m.Snapshot.Index, m.Snapshot.Term, simFormatConfig(m.Snapshot.Config))
+		}
+		fmt.Fprintf(&b, " prev=%d/%d", m.PrevLogIndex, m.PrevLogTerm)
+		for _, e := range m.Entries {
+			b.WriteString(" " + simFormatEntry(e))
+		}
+		fmt.Fprintf(&b, " commit=%d", m.Commit)
+	case MsgAppendResp:
+		fmt.Fprintf(&b, " index=%d", m.Index)
+	}
 	return b.String()
 }
 
@@ -103,6 +161,11 @@ func (r simTraceRec) String() string {
 		what = "recv " + simFormatMsg(r.msg)
 	case simTraceTransfer:
 		what = "TransferLeadership()"
+		if r.err != nil {
+			what += " = " + r.err.Error()
+		}
+	case simTraceConfChange:
+		what = fmt.Sprintf("ProposeConfChange(%v)", r.cc)
 		if r.err != nil {
 			what += " = " + r.err.Error()
 		}

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -51,8 +52,8 @@ func TestDecodeMessage(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := decodeMessage([]byte(tt.body))
-			if tt.want != (raft.Message{}) {
-				if err != nil || got != tt.want {
+			if !reflect.DeepEqual(tt.want, raft.Message{}) {
+				if err != nil || !reflect.DeepEqual(got, tt.want) {
 					t.Fatalf("decode = %+v, %v; want %+v", got, err, tt.want)
 				}
 				return
@@ -60,7 +61,7 @@ func TestDecodeMessage(t *testing.T) {
 			if err == nil {
 				t.Fatalf("decode accepted %q as %+v", clip(tt.body, 100), got)
 			}
-			if got != (raft.Message{}) {
+			if !reflect.DeepEqual(got, raft.Message{}) {
 				t.Errorf("a refused decode returned %+v", got)
 			}
 			if isInvalid := errors.Is(err, raft.ErrInvalidMessage); isInvalid != tt.invalid {
@@ -76,17 +77,25 @@ func TestDecodeMessage(t *testing.T) {
 func TestMessageFieldsFollowTheStruct(t *testing.T) {
 	// Every field the encoder writes must be accepted back, or a new field in raft.Message
 	// would make every member refuse every message.
-	m := raft.Message{Type: raft.MsgVote, Cluster: "c", From: "a", To: "b", Term: 9, PreVote: true,
-		LastLogIndex: 4, LastLogTerm: 3, Round: 1, Commit: 2}
-	b, err := encodeMessage(m)
-	if err != nil {
-		t.Fatal(err)
+	for _, m := range []raft.Message{
+		{Type: raft.MsgVote, Cluster: "c", From: "a", To: "b", Term: 9, PreVote: true, LastLogIndex: 4, LastLogTerm: 3},
+		{Type: raft.MsgAppend, Cluster: "c", From: "a", To: "b", Term: 9, Round: 1, Commit: 4, PrevLogIndex: 3, PrevLogTerm: 2,
+			Snapshot: &raft.Snapshot{Index: 3, Term: 2, Config: raft.Configuration{Voters: []string{"a", "b"}, Learners: []string{"c"}}},
+			Entries: []raft.Entry{{Index: 4, Term: 9, Type: raft.EntryNoop}, {Index: 5, Term: 9, Type: raft.EntryConfig,
+				Config: &raft.Configuration{Voters: []string{"a", "b", "c"}}}}},
+		{Type: raft.MsgAppendResp, Cluster: "c", From: "a", To: "b", Term: 9, Round: 1, Index: 5, Reject: true},
+	} {
+		b, err := encodeMessage(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := decodeMessage(b)
+		if err != nil || !reflect.DeepEqual(got, m) {
+			t.Fatalf("round trip of %s = %+v, %v", b, got, err)
+		}
 	}
-	got, err := decodeMessage(b)
-	if err != nil || got != m {
-		t.Fatalf("round trip of %s = %+v, %v", b, got, err)
-	}
-	for _, f := range []string{"type", "cluster", "from", "to", "term", "preVote", "transfer", "lastLogIndex", "lastLogTerm", "round", "commit", "reject"} {
+	for _, f := range []string{"type", "cluster", "from", "to", "term", "preVote", "transfer", "lastLogIndex", "lastLogTerm", "round", "commit", "reject",
+		"prevLogIndex", "prevLogTerm", "entries", "snapshot", "index"} {
 		if !messageFields[f] {
 			t.Errorf("field %q missing from %v", f, messageFields)
 		}
@@ -142,7 +151,7 @@ func FuzzDecodeMessage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		m, err := decodeMessage(body)
 		if err != nil {
-			if m != (raft.Message{}) {
+			if !reflect.DeepEqual(m, raft.Message{}) {
 				t.Fatalf("refused %q with %v but returned %+v", body, err, m)
 			}
 			return
@@ -158,7 +167,7 @@ func FuzzDecodeMessage(f *testing.F) {
 		if err != nil {
 			t.Fatalf("accepted %q, but refuses its own encoding %s: %v", body, again, err)
 		}
-		if back != m {
+		if !reflect.DeepEqual(back, m) {
 			t.Fatalf("round trip changed the message: %+v -> %s -> %+v", m, again, back)
 		}
 	})

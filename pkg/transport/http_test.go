@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -47,10 +48,10 @@ func TestHTTPRoundTrip(t *testing.T) {
 	waitFor(t, "a to receive two responses", func() bool { return a.h.count() == 2 })
 	waitFor(t, "three RPCs observed", func() bool { r, _ := obs.snapshot(); return len(r) == 3 })
 
-	if got := b.h.messages(); !slices.Equal(got, sent) {
+	if got := b.h.messages(); !reflect.DeepEqual(got, sent) {
 		t.Errorf("b received %+v, want %+v in order", got, sent)
 	}
-	if got, want := a.h.messages(), []raft.Message{*respond(sent[0]), *respond(sent[1])}; !slices.Equal(got, want) {
+	if got, want := a.h.messages(), []raft.Message{*respond(sent[0]), *respond(sent[1])}; !reflect.DeepEqual(got, want) {
 		t.Errorf("a was stepped with %+v, want %+v", got, want)
 	}
 	if rpcs, _ := obs.snapshot(); !slices.Equal(rpcs, []string{"request-vote 200", "append-entries 200", "timeout-now 204"}) {
@@ -91,7 +92,7 @@ func TestHTTPSendRefusesWhatItMustNotSend(t *testing.T) {
 	// Only then a valid message, which b must receive as the first and only one.
 	a.tr.Send(heartbeat("a", "b", 1))
 	waitFor(t, "b to receive the heartbeat", func() bool { return b.h.count() == 1 })
-	if got := b.h.messages()[0]; got != heartbeat("a", "b", 1) {
+	if got := b.h.messages()[0]; !reflect.DeepEqual(got, heartbeat("a", "b", 1)) {
 		t.Errorf("b received %+v", got)
 	}
 
@@ -320,7 +321,7 @@ func TestHTTPResponseValidation(t *testing.T) {
 			a.tr.Close()
 			got := a.h.messages()
 			if tt.stepped {
-				if len(got) != 1 || got[0] != *respond(req) {
+				if len(got) != 1 || !reflect.DeepEqual(got[0], *respond(req)) {
 					t.Errorf("a was stepped with %+v, want the response", got)
 				}
 			} else if len(got) != 0 {

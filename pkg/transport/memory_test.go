@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -32,12 +33,12 @@ func TestNetworkRoundTrip(t *testing.T) {
 	waitFor(t, "four requests and three responses", func() bool {
 		return hb.count() == 2 && hc.count() == 2 && ha.count() == 3
 	})
-	if got, want := hb.messages(), []raft.Message{vote("a", "b"), heartbeat("a", "b", 1)}; !slices.Equal(got, want) {
+	if got, want := hb.messages(), []raft.Message{vote("a", "b"), heartbeat("a", "b", 1)}; !reflect.DeepEqual(got, want) {
 		t.Errorf("b received %+v, want %+v in order", got, want)
 	}
 	got := ha.messages()
 	for _, want := range []raft.Message{*respond(vote("a", "b")), *respond(vote("a", "c")), *respond(heartbeat("a", "b", 1))} {
-		if !slices.Contains(got, want) {
+		if !slices.ContainsFunc(got, func(m raft.Message) bool { return reflect.DeepEqual(m, want) }) {
 			t.Errorf("a was not stepped with %+v; got %+v", want, got)
 		}
 	}

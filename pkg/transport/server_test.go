@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -148,7 +149,7 @@ func TestServerStatusCodes(t *testing.T) {
 			switch {
 			case tt.code == 200:
 				got, err := decodeMessage(rec.Body.Bytes())
-				if err != nil || got != *tt.wantBody {
+				if err != nil || !reflect.DeepEqual(got, *tt.wantBody) {
 					t.Errorf("reply %s decodes to %+v, %v; want %+v", rec.Body, got, err, *tt.wantBody)
 				}
 				if ct := rec.Header().Get("Content-Type"); ct != "application/json" {

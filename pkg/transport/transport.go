@@ -52,7 +52,7 @@ const (
 // ids of at most raft.MaxIDLength and a few numbers); 64 KiB leaves room for the configuration
 // entries append-entries will carry, while a hostile or broken peer cannot make a member buffer
 // megabytes.
-const MaxMessageBytes = 64 << 10
+const MaxMessageBytes = 256 << 10
 
 // Observer receives the events metrics are made of (raft_elector_rpc_requests_total{rpc,code},
 // raft_elector_heartbeat_rtt_seconds). Its methods are called synchronously from Send, from

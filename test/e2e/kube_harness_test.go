@@ -739,3 +739,12 @@ func (d apiDelta) verbs(res string) string {
 	}
 	return strings.Join(parts, " ")
 }
+
+// WaitVoters waits until each of members has want voters in its configuration: the cluster's
+// membership has settled (new pods join as learners and are promoted one at a time).
+func (a *kubeApp) WaitVoters(members []int, want int, timeout time.Duration) {
+	a.t.Helper()
+	for _, i := range members {
+		a.WaitMetric(i, "raft_elector_peers", voters, float64(want), timeout)
+	}
+}

@@ -44,7 +44,7 @@ func startWebApp(t *testing.T, env *kubeenv.Env, ns string, subnet, n int, envId
 		pods = append(pods, kubePod{Name: fmt.Sprintf("web-%d", i), IP: ip, Run: true})
 		ips = append(ips, ip)
 	}
-	return startKubeApp(t, env, kubeAppConfig{
+	app := startKubeApp(t, env, kubeAppConfig{
 		Namespace:   ns,
 		App:         "web",
 		Kubeconfig:  kubeconfig,
@@ -52,6 +52,8 @@ func startWebApp(t *testing.T, env *kubeenv.Env, ns string, subnet, n int, envId
 		Pods:        pods,
 		EnvIdentity: envIdentity,
 	})
+	app.WaitVoters(app.Cluster.All(), min(n, 5), 15*time.Second)
+	return app
 }
 
 // voters is the raft_elector_peers sample of the voters in a member's configuration.
@@ -339,7 +341,10 @@ func TestKubeForbiddenNamespaceIsLoggedAndSurvived(t *testing.T) {
 	defer cancel()
 	readOnly := &rbacv1.Role{
 		ObjectMeta: metav1.ObjectMeta{Name: "pod-reader"},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}}},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch", "create", "update"}},
+		},
 	}
 	if _, err := env.AdminClient.RbacV1().Roles("readonly").Create(ctx, readOnly, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

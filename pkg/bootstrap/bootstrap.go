@@ -1,0 +1,328 @@
+// Package bootstrap decides, through one create-once object in the Kubernetes API, which pod
+// starts a new raft-elector cluster and under which cluster id, and lets the survivors of a
+// cluster that lost a majority of its voters for good start a new one.
+//
+// The object is a ConfigMap in the pods' namespace. It holds the cluster id, a generation
+// and the id of the member that bootstrapped that generation. Exactly one member creates it
+// (or fills it, if the Helm chart created it empty): the API server's create, and its
+// resourceVersion precondition on update, admit one writer. That member starts the cluster
+// as its only voter; every other member reads the cluster id and waits, as a learner with no
+// configuration, for the leader to add it.
+//
+// Recovery replaces the cluster id with a compare-and-swap on the same object: the
+// generation goes up by one, so two survivors that try at once cannot both win, and a member
+// that still holds state of an older generation discards it when it sees the new one.
+//
+// The object is read at start, watched afterwards, and written only at bootstrap and
+// recovery: never in the steady state.
+package bootstrap
+
+import (
+	"context"
+	crand "crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/raft-elector/raft-elector/pkg/raft"
+)
+
+// Keys of the object's data.
+const (
+	KeyCluster      = "cluster-id"
+	KeyGeneration   = "generation"
+	KeyBootstrapper = "bootstrapper"
+	KeyCreated      = "bootstrapped-at"
+)
+
+// Record is the content of the bootstrap object.
+type Record struct {
+	// ClusterID is carried by every peer message of the cluster.
+	ClusterID string
+	// Generation counts bootstraps: 1 for the first, one more per recovery.
+	Generation int64
+	// Bootstrapper is the member id that started this generation as its only voter.
+	Bootstrapper string
+	// ResourceVersion is the object's version, the precondition of a recovery.
+	ResourceVersion string
+}
+
+// IsZero reports whether the record holds no cluster (an object the chart created empty).
+func (r Record) IsZero() bool { return r.ClusterID == "" }
+
+// DefaultName is the object's name for a selector: two applications in one namespace never
+// share one.
+func DefaultName(namespace, selector string) string {
+	sum := sha256.Sum256([]byte(namespace + "\n" + selector))
+	return "raft-elector-" + hex.EncodeToString(sum[:5])
+}
+
+// Config configures New.
+type Config struct {
+	Client    kubernetes.Interface
+	Namespace string
+	// Name is the ConfigMap's name (--bootstrap-object).
+	Name string
+	// Base prefixes every cluster id (it names the application: a hash of namespace and
+	// selector).
+	Base   string
+	Logger hclog.Logger
+}
+
+// Object is the bootstrap object of one cluster.
+type Object struct {
+	cfg Config
+	log hclog.Logger
+
+	mu      sync.Mutex
+	latest  Record
+	changed chan struct{}
+}
+
+// New checks cfg.
+func New(cfg Config) (*Object, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("bootstrap: no API client")
+	}
+	if errs := validation.IsDNS1123Subdomain(cfg.Name); len(errs) > 0 {
+		return nil, fmt.Errorf("--bootstrap-object %q is not a ConfigMap name: %s", cfg.Name, strings.Join(errs, "; "))
+	}
+	if cfg.Base == "" || len(cfg.Base) > 64 {
+		return nil, errors.New("bootstrap: cluster id base is empty or too long")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	return &Object{cfg: cfg, log: cfg.Logger, changed: make(chan struct{})}, nil
+}
+
+// Name returns the object's name.
+func (o *Object) Name() string { return o.cfg.Name }
+
+func (o *Object) newClusterID(gen int64) (string, error) {
+	var b [6]byte
+	if _, err := crand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s-g%d-%s", o.cfg.Base, gen, hex.EncodeToString(b[:])), nil
+}
+
+// parse reads and checks a ConfigMap. An object someone else wrote badly is an error that
+// changes nothing: the member keeps what it has and says why.
+func (o *Object) parse(cm *corev1.ConfigMap) (Record, error) {
+	r := Record{ResourceVersion: cm.ResourceVersion}
+	if cm.Data[KeyCluster] == "" && cm.Data[KeyGeneration] == "" && cm.Data[KeyBootstrapper] == "" {
+		return r, nil // created empty (by the chart): the first member fills it
+	}
+	r.ClusterID, r.Bootstrapper = cm.Data[KeyCluster], cm.Data[KeyBootstrapper]
+	gen, err := strconv.ParseInt(cm.Data[KeyGeneration], 10, 64)
+	switch {
+	case err != nil || gen < 1:
+		return Record{}, fmt.Errorf("bootstrap object %s/%s: %s %q is not a positive integer", cm.Namespace, cm.Name, KeyGeneration, cm.Data[KeyGeneration])
+	case r.ClusterID == "" || len(r.ClusterID) > raft.MaxIDLength || strings.ContainsFunc(r.ClusterID, func(c rune) bool { return c <= ' ' || c > '~' }):
+		return Record{}, fmt.Errorf("bootstrap object %s/%s: %s %.40q is empty, too long or not printable", cm.Namespace, cm.Name, KeyCluster, r.ClusterID)
+	case r.Bootstrapper == "" || len(r.Bootstrapper) > raft.MaxIDLength:
+		return Record{}, fmt.Errorf("bootstrap object %s/%s: %s is empty or too long", cm.Namespace, cm.Name, KeyBootstrapper)
+	}
+	r.Generation = gen
+	return r, nil
+}
+
+func (o *Object) data(r Record) map[string]string {
+	return map[string]string{
+		KeyCluster:      r.ClusterID,
+		KeyGeneration:   strconv.FormatInt(r.Generation, 10),
+		KeyBootstrapper: r.Bootstrapper,
+		KeyCreated:      time.Now().UTC().Format(time.RFC3339),
+	}
+}
+
+// Get reads the object. It returns an apierrors NotFound error if there is none.
+func (o *Object) Get(ctx context.Context) (Record, error) {
+	cm, err := o.cfg.Client.CoreV1().ConfigMaps(o.cfg.Namespace).Get(ctx, o.cfg.Name, metav1.GetOptions{})
+	if err != nil {
+		return Record{}, err
+	}
+	r, err := o.parse(cm)
+	if err == nil {
+		o.observe(r)
+	}
+	return r, err
+}
+
+// Resolve returns the cluster this member belongs to. If no cluster exists yet it tries to
+// start one as self; won reports whether it did (and so must bootstrap with itself as the
+// only voter). Losing the race is not an error: the winner's record is returned.
+func (o *Object) Resolve(ctx context.Context, self string) (rec Record, won bool, err error) {
+	for attempt := 0; ; attempt++ {
+		if attempt == 5 {
+			return Record{}, false, errors.New("bootstrap object keeps changing under us")
+		}
+		rec, err := o.Get(ctx)
+		switch {
+		case apierrors.IsNotFound(err):
+			next, err := o.first(self)
+			if err != nil {
+				return Record{}, false, err
+			}
+			cm := &corev1.ConfigMap{
+				ObjectMeta: metav1.ObjectMeta{Name: o.cfg.Name, Namespace: o.cfg.Namespace,
+					Labels: map[string]string{"app.kubernetes.io/managed-by": "raft-elector"}},
+				Data: o.data(next),
+			}
+			created, err := o.cfg.Client.CoreV1().ConfigMaps(o.cfg.Namespace).Create(ctx, cm, metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				continue // someone else won: read theirs
+			}
+			if err != nil {
+				return Record{}, false, fmt.Errorf("create bootstrap object %s/%s: %w", o.cfg.Namespace, o.cfg.Name, forbidden(err))
+			}
+			next.ResourceVersion = created.ResourceVersion
+			o.observe(next)
+			o.log.Info("bootstrapped a new cluster", "cluster", next.ClusterID, "object", o.cfg.Name)
+			return next, true, nil
+		case err != nil:
+			return Record{}, false, fmt.Errorf("read bootstrap object %s/%s: %w", o.cfg.Namespace, o.cfg.Name, forbidden(err))
+		case rec.IsZero():
+			next, err := o.first(self)
+			if err != nil {
+				return Record{}, false, err
+			}
+			won, next, err := o.swap(ctx, rec.ResourceVersion, next)
+			if err != nil {
+				return Record{}, false, err
+			}
+			if !won {
+				continue
+			}
+			o.log.Info("bootstrapped a new cluster", "cluster", next.ClusterID, "object", o.cfg.Name)
+			return next, true, nil
+		default:
+			return rec, false, nil
+		}
+	}
+}
+
+func (o *Object) first(self string) (Record, error) {
+	id, err := o.newClusterID(1)
+	if err != nil {
+		return Record{}, err
+	}
+	return Record{ClusterID: id, Generation: 1, Bootstrapper: self}, nil
+}
+
+// Recover replaces the cluster prev with a new generation bootstrapped by self, if the object
+// still holds prev (compare-and-swap on its resourceVersion). won is false, with the current
+// record, if another member recovered first or the object changed.
+func (o *Object) Recover(ctx context.Context, prev Record, self string) (Record, bool, error) {
+	id, err := o.newClusterID(prev.Generation + 1)
+	if err != nil {
+		return Record{}, false, err
+	}
+	won, rec, err := o.swap(ctx, prev.ResourceVersion, Record{ClusterID: id, Generation: prev.Generation + 1, Bootstrapper: self})
+	if err != nil || !won {
+		if err == nil {
+			rec, err = o.Get(ctx)
+		}
+		return rec, false, err
+	}
+	o.log.Warn("recovered: started a new cluster generation", "cluster", rec.ClusterID, "previous", prev.ClusterID, "generation", rec.Generation)
+	return rec, true, nil
+}
+
+// swap writes next if the object is still at resourceVersion rv.
+func (o *Object) swap(ctx context.Context, rv string, next Record) (bool, Record, error) {
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: o.cfg.Name, Namespace: o.cfg.Namespace, ResourceVersion: rv,
+			Labels: map[string]string{"app.kubernetes.io/managed-by": "raft-elector"}},
+		Data: o.data(next),
+	}
+	updated, err := o.cfg.Client.CoreV1().ConfigMaps(o.cfg.Namespace).Update(ctx, cm, metav1.UpdateOptions{})
+	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		return false, Record{}, nil
+	}
+	if err != nil {
+		return false, Record{}, fmt.Errorf("update bootstrap object %s/%s: %w", o.cfg.Namespace, o.cfg.Name, forbidden(err))
+	}
+	next.ResourceVersion = updated.ResourceVersion
+	o.observe(next)
+	return true, next, nil
+}
+
+func forbidden(err error) error {
+	if apierrors.IsForbidden(err) {
+		return fmt.Errorf("%w (the service account needs get, list, watch, create and update on configmaps: see deploy/rbac.yaml)", err)
+	}
+	return err
+}
+
+// Latest returns the newest valid record seen (by Get, Resolve, Recover or Run).
+func (o *Object) Latest() Record {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.latest
+}
+
+// Changed returns a channel closed when Latest changes.
+func (o *Object) Changed() <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.changed
+}
+
+func (o *Object) observe(r Record) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if r.IsZero() || r.Generation < o.latest.Generation || r == o.latest {
+		return
+	}
+	if r.Generation == o.latest.Generation && r.ClusterID == o.latest.ClusterID {
+		o.latest.ResourceVersion = r.ResourceVersion
+		return
+	}
+	o.latest = r
+	close(o.changed)
+	o.changed = make(chan struct{})
+}
+
+// Run watches the object (one watch on one name) until ctx ends, so that a member learns of
+// a recovery without polling.
+func (o *Object) Run(ctx context.Context) error {
+	lw := cache.NewListWatchFromClient(o.cfg.Client.CoreV1().RESTClient(), "configmaps", o.cfg.Namespace,
+		fields.OneTermEqualSelector("metadata.name", o.cfg.Name))
+	inf := cache.NewSharedIndexInformer(lw, &corev1.ConfigMap{}, 0, cache.Indexers{})
+	handle := func(obj any) {
+		cm, ok := obj.(*corev1.ConfigMap)
+		if !ok || cm.Name != o.cfg.Name {
+			return
+		}
+		r, err := o.parse(cm)
+		if err != nil {
+			o.log.Warn("ignoring a malformed bootstrap object", "error", err)
+			return
+		}
+		o.observe(r)
+	}
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    handle,
+		UpdateFunc: func(_, obj any) { handle(obj) },
+	}); err != nil {
+		return err
+	}
+	inf.Run(ctx.Done())
+	return nil
+}
