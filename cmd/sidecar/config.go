@@ -77,6 +77,11 @@ type config struct {
 	// continueFrom is the local API store of this process's previous incarnation of the
 	// member (it rejoined a replaced cluster), whose index sequence the new one continues.
 	continueFrom *localapi.Store
+	// replacedBy is the cluster id that replaced the one this process's member ran in: its
+	// state of the old cluster is discarded and it joins through the bootstrap object.
+	replacedBy string
+	// termFloor is the last term that member reported: the rejoining member starts above it.
+	termFloor uint64
 }
 
 // usageError is a bad flag or environment variable: one line, exit code 2.
@@ -336,8 +341,8 @@ func (c *config) finishKubernetes() error {
 		sum := sha256.Sum256([]byte(c.Namespace + "\n" + sel.String()))
 		c.ClusterID = "k8s-" + hex.EncodeToString(sum[:6])
 	}
-	if len(c.ClusterID) > 64 {
-		return usagef("--cluster-id is longer than 64 bytes (in Kubernetes mode it prefixes the ids the bootstrap object hands out)")
+	if len(c.ClusterID) > 64 || strings.ContainsFunc(c.ClusterID, func(r rune) bool { return r <= ' ' || r > '~' }) {
+		return usagef("--cluster-id %.70q must be at most 64 printable ASCII characters without spaces (in Kubernetes mode it prefixes the ids the bootstrap object hands out)", c.ClusterID)
 	}
 	return nil
 }

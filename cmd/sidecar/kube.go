@@ -106,10 +106,18 @@ func newKubeParts(c *config, log hclog.Logger) (*kubeParts, error) {
 // API server (leadership survives an API-server outage, restarts included); the watch of the
 // bootstrap object restarts it if the object names another cluster. A member without state
 // asks the bootstrap object, waiting for the API server if need be.
-func (k *kubeParts) resolveCluster(ctx context.Context, storage *node.Storage, self string, log hclog.Logger) (won bool, err error) {
+func (k *kubeParts) resolveCluster(ctx context.Context, storage *node.Storage, self, replacedBy string, log hclog.Logger) (won bool, err error) {
 	stored, err := storage.StoredCluster()
 	if err != nil {
 		return false, err
+	}
+	if stored != "" && replacedBy != "" && stored != replacedBy {
+		// This process's member saw its cluster replaced: its state there is of no use.
+		log.Warn("discarding the state of the replaced cluster", "stored_cluster", stored, "cluster", replacedBy)
+		if err := storage.Discard(stored); err != nil {
+			return false, err
+		}
+		stored = ""
 	}
 	if stored != "" {
 		k.cluster = bootstrap.Record{ClusterID: stored}
@@ -182,7 +190,13 @@ func (k *kubeParts) run(ctx context.Context, m *member) {
 		changed, bootChanged := k.disc.Changed(), k.boot.Changed()
 		members := k.disc.Members()
 		k.labeler.PodsChanged()
-		m.tr.SetPeers(discovery.AddrBook(members, m.cfg.ID))
+		// Terminating pods keep their addresses: they may still be voters until removed.
+		m.tr.SetPeers(discovery.AddrBook(k.disc.Addressable(), m.cfg.ID))
+		if rec := k.boot.Latest(); rec.ClusterID != "" && rec.ClusterID != k.cluster.ClusterID {
+			// Seen before this loop started waiting on the channel.
+			m.replace(rec, "the bootstrap object names another cluster")
+			return
+		}
 		pods := make([]membership.Pod, len(members))
 		for i, mb := range members {
 			pods[i] = membership.Pod{ID: mb.ID, Node: mb.Node, Zone: mb.Zone}

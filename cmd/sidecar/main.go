@@ -71,11 +71,13 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 			log.Error("member failed", "error", err)
 			m.shutdown(false)
 			return 1
-		case why := <-m.replaced:
+		case rec := <-m.replaced:
 			// The cluster was replaced by a newer generation: start again to join it.
 			m.shutdown(false)
 			c.continueFrom = m.store
-			log.Info("restarting the member", "reason", why)
+			c.replacedBy = rec.ClusterID
+			c.termFloor = m.node.Status().Term
+			log.Info("restarting the member", "cluster", rec.ClusterID)
 		}
 	}
 }

@@ -34,14 +34,14 @@ type member struct {
 	runErr  chan error
 	// replaced receives the reason once the member's cluster was replaced by a newer
 	// generation (a recovery): the member must restart to join it.
-	replaced chan string
+	replaced chan bootstrap.Record
 }
 
 // replace reports that the member's cluster was replaced; the caller restarts it.
 func (m *member) replace(rec bootstrap.Record, why string) {
 	m.log.Warn("this member's cluster was replaced; restarting to join the new one", "cluster", rec.ClusterID, "generation", rec.Generation, "reason", why)
 	select {
-	case m.replaced <- why:
+	case m.replaced <- rec:
 	default:
 	}
 }
@@ -65,9 +65,10 @@ func startMember(ctx context.Context, c *config, log hclog.Logger, observers ...
 			storage.Close()
 		}
 	}()
-	m := &member{cfg: c, log: log, storage: storage, runErr: make(chan error, 1), replaced: make(chan string, 1)}
+	m := &member{cfg: c, log: log, storage: storage, runErr: make(chan error, 1), replaced: make(chan bootstrap.Record, 1)}
 	cluster, voters := c.ClusterID, discovery.IDs(c.Peers)
 	prevStore := c.continueFrom
+	var initialTerm uint64
 	if kube != nil {
 		// The cluster id comes from the bootstrap object; only its winner bootstraps. While
 		// the member waits for it, /healthz says it is alive and /readyz that it is not ready.
@@ -75,15 +76,17 @@ func startMember(ctx context.Context, c *config, log hclog.Logger, observers ...
 		if err != nil {
 			return nil, err
 		}
-		won, err := kube.resolveCluster(ctx, storage, c.ID, log)
+		won, err := kube.resolveCluster(ctx, storage, c.ID, c.replacedBy, log)
 		stopWaiting()
 		prevStore = waiting
 		if err != nil {
 			return nil, err
 		}
 		cluster, voters = kube.cluster.ClusterID, nil
+		initialTerm = c.termFloor
 		if won {
 			voters = []string{c.ID}
+			initialTerm = max(initialTerm, bootstrap.TermBase(kube.cluster.Generation))
 		}
 	}
 	var store *localapi.Store
@@ -94,6 +97,7 @@ func startMember(ctx context.Context, c *config, log hclog.Logger, observers ...
 		Cluster:           cluster,
 		Voters:            voters,
 		MaxVoters:         c.MaxVoters,
+		InitialTerm:       initialTerm,
 		HeartbeatInterval: c.HeartbeatInterval,
 		ElectionTimeout:   c.ElectionTimeout,
 		ReportedLease:     c.ReportedLease,
@@ -233,7 +237,10 @@ func (m *member) shutdown(graceful bool) {
 // member that is only waiting), /readyz and /leader that it is not ready and knows no leader,
 // and peers get 503. The returned function stops them and frees the addresses.
 func serveWhileWaiting(c *config, log hclog.Logger) (store *localapi.Store, stop func(), err error) {
-	store = localapi.NewStore(node.Status{ID: c.ID, State: raft.StateLearner}).WithNames(discovery.NameOf)
+	store = localapi.NewStore(node.Status{ID: c.ID, State: raft.StateLearner, Term: c.termFloor}).WithNames(discovery.NameOf)
+	if c.continueFrom != nil {
+		store.ContinueFrom(c.continueFrom)
+	}
 	ops := http.NewServeMux()
 	ops.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok: waiting for the bootstrap object")

@@ -49,6 +49,20 @@ const (
 	KeyCreated      = "bootstrapped-at"
 )
 
+// MaxGeneration bounds the generation: a generation g starts its terms at TermBase(g), and
+// terms stay below raft.MaxTerm.
+const MaxGeneration = 1 << 20
+
+// TermBase is the first term of generation g: every term of a later generation is above
+// every term of an earlier one (a generation would need 2^32 elections to run into the
+// next), so the term stays a fencing token across a recovery.
+func TermBase(g int64) uint64 {
+	if g < 1 {
+		return 0
+	}
+	return uint64(g-1) << 32
+}
+
 // Record is the content of the bootstrap object.
 type Record struct {
 	// ClusterID is carried by every peer message of the cluster.
@@ -59,6 +73,9 @@ type Record struct {
 	Bootstrapper string
 	// ResourceVersion is the object's version, the precondition of a recovery.
 	ResourceVersion string
+	// UID is the object's UID: a different UID is a re-created object (the application was
+	// reinstalled), whatever its generation.
+	UID string
 }
 
 // IsZero reports whether the record holds no cluster (an object the chart created empty).
@@ -101,8 +118,8 @@ func New(cfg Config) (*Object, error) {
 	if errs := validation.IsDNS1123Subdomain(cfg.Name); len(errs) > 0 {
 		return nil, fmt.Errorf("--bootstrap-object %q is not a ConfigMap name: %s", cfg.Name, strings.Join(errs, "; "))
 	}
-	if cfg.Base == "" || len(cfg.Base) > 64 {
-		return nil, errors.New("bootstrap: cluster id base is empty or too long")
+	if cfg.Base == "" || len(cfg.Base) > 64 || !printable(cfg.Base) {
+		return nil, fmt.Errorf("cluster id base (--cluster-id) %q must be 1 to 64 printable ASCII characters without spaces", cfg.Base)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
@@ -121,22 +138,36 @@ func (o *Object) newClusterID(gen int64) (string, error) {
 	return fmt.Sprintf("%s-g%d-%s", o.cfg.Base, gen, hex.EncodeToString(b[:])), nil
 }
 
+// ErrMalformed is wrapped by the error for an object whose data is not a valid record.
+var ErrMalformed = errors.New("malformed bootstrap object")
+
+func printable(s string) bool {
+	return !strings.ContainsFunc(s, func(c rune) bool { return c <= ' ' || c > '~' })
+}
+
+func validID(id string) error {
+	if id == "" || len(id) > raft.MaxIDLength {
+		return fmt.Errorf("member id %.40q is empty or longer than %d bytes", id, raft.MaxIDLength)
+	}
+	return nil
+}
+
 // parse reads and checks a ConfigMap. An object someone else wrote badly is an error that
 // changes nothing: the member keeps what it has and says why.
 func (o *Object) parse(cm *corev1.ConfigMap) (Record, error) {
-	r := Record{ResourceVersion: cm.ResourceVersion}
+	r := Record{ResourceVersion: cm.ResourceVersion, UID: string(cm.UID)}
 	if cm.Data[KeyCluster] == "" && cm.Data[KeyGeneration] == "" && cm.Data[KeyBootstrapper] == "" {
 		return r, nil // created empty (by the chart): the first member fills it
 	}
 	r.ClusterID, r.Bootstrapper = cm.Data[KeyCluster], cm.Data[KeyBootstrapper]
 	gen, err := strconv.ParseInt(cm.Data[KeyGeneration], 10, 64)
 	switch {
-	case err != nil || gen < 1:
-		return Record{}, fmt.Errorf("bootstrap object %s/%s: %s %q is not a positive integer", cm.Namespace, cm.Name, KeyGeneration, cm.Data[KeyGeneration])
-	case r.ClusterID == "" || len(r.ClusterID) > raft.MaxIDLength || strings.ContainsFunc(r.ClusterID, func(c rune) bool { return c <= ' ' || c > '~' }):
-		return Record{}, fmt.Errorf("bootstrap object %s/%s: %s %.40q is empty, too long or not printable", cm.Namespace, cm.Name, KeyCluster, r.ClusterID)
+	case err != nil || gen < 1 || gen > MaxGeneration:
+		return Record{}, fmt.Errorf("%w %s/%s: %s %q is not a positive integer", ErrMalformed, cm.Namespace, cm.Name, KeyGeneration, cm.Data[KeyGeneration])
+	case r.ClusterID == "" || len(r.ClusterID) > raft.MaxIDLength || !printable(r.ClusterID):
+		return Record{}, fmt.Errorf("%w %s/%s: %s %.40q is empty, too long or not printable", ErrMalformed, cm.Namespace, cm.Name, KeyCluster, r.ClusterID)
 	case r.Bootstrapper == "" || len(r.Bootstrapper) > raft.MaxIDLength:
-		return Record{}, fmt.Errorf("bootstrap object %s/%s: %s is empty or too long", cm.Namespace, cm.Name, KeyBootstrapper)
+		return Record{}, fmt.Errorf("%w %s/%s: %s is empty or too long", ErrMalformed, cm.Namespace, cm.Name, KeyBootstrapper)
 	}
 	r.Generation = gen
 	return r, nil
@@ -168,9 +199,12 @@ func (o *Object) Get(ctx context.Context) (Record, error) {
 // start one as self; won reports whether it did (and so must bootstrap with itself as the
 // only voter). Losing the race is not an error: the winner's record is returned.
 func (o *Object) Resolve(ctx context.Context, self string) (rec Record, won bool, err error) {
+	if err := validID(self); err != nil {
+		return Record{}, false, err
+	}
 	for attempt := 0; ; attempt++ {
 		if attempt == 5 {
-			return Record{}, false, errors.New("bootstrap object keeps changing under us")
+			return Record{}, false, fmt.Errorf("bootstrap object %s/%s keeps changing under us", o.cfg.Namespace, o.cfg.Name)
 		}
 		rec, err := o.Get(ctx)
 		switch {
@@ -191,10 +225,12 @@ func (o *Object) Resolve(ctx context.Context, self string) (rec Record, won bool
 			if err != nil {
 				return Record{}, false, fmt.Errorf("create bootstrap object %s/%s: %w", o.cfg.Namespace, o.cfg.Name, forbidden(err))
 			}
-			next.ResourceVersion = created.ResourceVersion
+			next.ResourceVersion, next.UID = created.ResourceVersion, string(created.UID)
 			o.observe(next)
 			o.log.Info("bootstrapped a new cluster", "cluster", next.ClusterID, "object", o.cfg.Name)
 			return next, true, nil
+		case errors.Is(err, ErrMalformed):
+			return Record{}, false, err // parse names the object and the key
 		case err != nil:
 			return Record{}, false, fmt.Errorf("read bootstrap object %s/%s: %w", o.cfg.Namespace, o.cfg.Name, forbidden(err))
 		case rec.IsZero():
@@ -229,6 +265,12 @@ func (o *Object) first(self string) (Record, error) {
 // still holds prev (compare-and-swap on its resourceVersion). won is false, with the current
 // record, if another member recovered first or the object changed.
 func (o *Object) Recover(ctx context.Context, prev Record, self string) (Record, bool, error) {
+	if err := validID(self); err != nil {
+		return Record{}, false, err
+	}
+	if prev.ResourceVersion == "" || prev.Generation < 1 {
+		return Record{}, false, errors.New("bootstrap: recovery needs the record read from the object (generation and resourceVersion)")
+	}
 	id, err := o.newClusterID(prev.Generation + 1)
 	if err != nil {
 		return Record{}, false, err
@@ -244,13 +286,24 @@ func (o *Object) Recover(ctx context.Context, prev Record, self string) (Record,
 	return rec, true, nil
 }
 
-// swap writes next if the object is still at resourceVersion rv.
+// swap writes next if the object is still at resourceVersion rv. It keeps the object's
+// metadata (a chart's labels, annotations and owner), replacing only the data.
 func (o *Object) swap(ctx context.Context, rv string, next Record) (bool, Record, error) {
-	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: o.cfg.Name, Namespace: o.cfg.Namespace, ResourceVersion: rv,
-			Labels: map[string]string{"app.kubernetes.io/managed-by": "raft-elector"}},
-		Data: o.data(next),
+	if rv == "" {
+		return false, Record{}, errors.New("bootstrap: compare-and-swap without a resourceVersion")
 	}
+	cur, err := o.cfg.Client.CoreV1().ConfigMaps(o.cfg.Namespace).Get(ctx, o.cfg.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return false, Record{}, nil
+	}
+	if err != nil {
+		return false, Record{}, fmt.Errorf("read bootstrap object %s/%s: %w", o.cfg.Namespace, o.cfg.Name, forbidden(err))
+	}
+	if cur.ResourceVersion != rv {
+		return false, Record{}, nil
+	}
+	cm := cur.DeepCopy()
+	cm.Data = o.data(next)
 	updated, err := o.cfg.Client.CoreV1().ConfigMaps(o.cfg.Namespace).Update(ctx, cm, metav1.UpdateOptions{})
 	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 		return false, Record{}, nil
@@ -258,7 +311,7 @@ func (o *Object) swap(ctx context.Context, rv string, next Record) (bool, Record
 	if err != nil {
 		return false, Record{}, fmt.Errorf("update bootstrap object %s/%s: %w", o.cfg.Namespace, o.cfg.Name, forbidden(err))
 	}
-	next.ResourceVersion = updated.ResourceVersion
+	next.ResourceVersion, next.UID = updated.ResourceVersion, string(updated.UID)
 	o.observe(next)
 	return true, next, nil
 }
@@ -277,7 +330,8 @@ func (o *Object) Latest() Record {
 	return o.latest
 }
 
-// Changed returns a channel closed when Latest changes.
+// Changed returns a channel closed when Latest names another cluster (a refresh of the same
+// record's resourceVersion updates Latest without closing it).
 func (o *Object) Changed() <-chan struct{} {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -287,7 +341,10 @@ func (o *Object) Changed() <-chan struct{} {
 func (o *Object) observe(r Record) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if r.IsZero() || r.Generation < o.latest.Generation || r == o.latest {
+	recreated := r.UID != "" && o.latest.UID != "" && r.UID != o.latest.UID
+	if r.IsZero() || r == o.latest || r.Generation < o.latest.Generation && !recreated {
+		// An older generation of the same object is a stale read; of a re-created object
+		// (the application was reinstalled) it is the new truth.
 		return
 	}
 	if r.Generation == o.latest.Generation && r.ClusterID == o.latest.ClusterID {

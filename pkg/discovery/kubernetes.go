@@ -267,6 +267,30 @@ func (k *Kubernetes) Pods() []*corev1.Pod {
 	return out
 }
 
+// Addressable returns the members plus the pods that are terminating but still have an
+// address, sorted by ID. A terminating pod is no longer a member (the leader removes it from
+// the configuration), but until it is removed it may still be a voter whose vote, or whose
+// handover, the others need: so its peers keep its address. The slice is the caller's.
+func (k *Kubernetes) Addressable() []Member {
+	var out []Member
+	for _, obj := range k.informer.GetStore().List() {
+		pod, ok := obj.(*corev1.Pod)
+		if !ok || !k.watched(pod) {
+			continue
+		}
+		if pod.DeletionTimestamp != nil {
+			p := *pod
+			p.DeletionTimestamp = nil
+			pod = &p
+		}
+		if m, why, _ := memberOf(pod, k.port); why == "" {
+			out = append(out, m)
+		}
+	}
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
 // watched re-checks on the client what the API server already filters: a fake or a
 // misbehaving server must not make a stranger a member.
 func (k *Kubernetes) watched(pod *corev1.Pod) bool {

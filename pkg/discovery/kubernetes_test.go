@@ -376,6 +376,10 @@ func TestChangedOnAddUpdateDelete(t *testing.T) {
 	if len(k.Pods()) != 2 {
 		t.Errorf("Pods() = %d pods, want the terminating one still there", len(k.Pods()))
 	}
+	// It is no member any more, but its peers keep its address until it is gone.
+	if got, want := k.Addressable(), []Member{member("web-0", "u0", "10.0.0.9:4041"), member("web-1", "u1", "10.0.0.2:4041")}; !slices.Equal(got, want) {
+		t.Errorf("Addressable() = %v, want %v", got, want)
+	}
 
 	ch = k.Changed()
 	if err := pods.Delete(ctx, "web-0", metav1.DeleteOptions{}); err != nil {

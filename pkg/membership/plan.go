@@ -31,6 +31,8 @@
 //
 // Next applies the first rule that has something to do:
 //
+//  0. If a voter's pod is gone, first promote a caught-up learner while there are fewer than
+//     MaxVoters (as rule 5): a rolling update replaces a voter before it loses one.
 //  1. Remove a voter whose pod is gone (smallest id first). A dead voter weighs on the quorum
 //     and can never acknowledge, and its id never comes back: a replacement pod has a new UID.
 //  2. Remove a learner whose pod is gone (smallest id first).
@@ -162,22 +164,50 @@ func Next(s State) (c Change, ok bool) {
 		return !ok && id != s.Self
 	}
 
+	voterPods := make([]Pod, 0, len(voters))
+	for _, id := range sortedIDs(voters) {
+		p, ok := alive[id]
+		if !ok {
+			p = Pod{ID: id} // gone (or Self without a live pod): placement unknown
+		}
+		voterPods = append(voterPods, p)
+	}
+	promote := func() (Change, bool) {
+		if len(voters) >= s.MaxVoters {
+			return Change{}, false
+		}
+		var best Pod
+		var bestCrowding crowding
+		for _, id := range sortedIDs(learners) { // ascending, so a tie keeps the smaller id
+			l, live := alive[id]
+			if !live || s.CaughtUp != nil && !s.CaughtUp(id) {
+				continue
+			}
+			if c := crowdingOf(l, voterPods); best.ID == "" || c.compare(bestCrowding) < 0 {
+				best, bestCrowding = l, c
+			}
+		}
+		if best.ID == "" {
+			return Change{}, false
+		}
+		return Change{Type: Promote, ID: best.ID}, true
+	}
+
+	// Rule 0: while there is room, a caught-up learner is promoted before a gone voter is
+	// removed. In a rolling update the old pod's voter is replaced by the new pod's before it
+	// leaves, so the cluster never runs with one voter fewer than it had.
+	if _, anyGone := smallest(voters, gone); anyGone {
+		if c, ok := promote(); ok {
+			return c, true
+		}
+	}
+
 	// Rules 1 and 2: members whose pods are gone, voters first.
 	if id, ok := smallest(voters, gone); ok {
 		return Change{Type: Remove, ID: id}, true
 	}
 	if id, ok := smallest(learners, gone); ok {
 		return Change{Type: Remove, ID: id}, true
-	}
-
-	// From here on every member but Self has a live pod.
-	voterPods := make([]Pod, 0, len(voters))
-	for _, id := range sortedIDs(voters) {
-		p, ok := alive[id]
-		if !ok {
-			p = Pod{ID: id} // Self without a live pod: placement unknown
-		}
-		voterPods = append(voterPods, p)
 	}
 
 	// Rule 3: too many voters.
@@ -201,24 +231,8 @@ func Next(s State) (c Change, ok bool) {
 		return Change{Type: AddLearner, ID: id}, true
 	}
 
-	// Rule 5: too few voters. Every learner has a live pod (rule 2).
-	if len(voters) < s.MaxVoters {
-		var best Pod
-		var bestCrowding crowding
-		for _, id := range sortedIDs(learners) { // ascending, so a tie keeps the smaller id
-			if s.CaughtUp != nil && !s.CaughtUp(id) {
-				continue
-			}
-			l := alive[id]
-			if c := crowdingOf(l, voterPods); best.ID == "" || c.compare(bestCrowding) < 0 {
-				best, bestCrowding = l, c
-			}
-		}
-		if best.ID != "" {
-			return Change{Type: Promote, ID: best.ID}, true
-		}
-	}
-	return Change{}, false
+	// Rule 5: too few voters.
+	return promote()
 }
 
 // crowding measures how badly a member would spread the voters: how many other voters share

@@ -433,7 +433,8 @@ func TestScaleDownSevenToTwo(t *testing.T) {
 		Alive: pods("p0", "p6"), MaxVoters: 5}
 	final, plan := mustSettle(t, s, 100)
 	want := []Change{
-		{Remove, "p1"}, {Remove, "p2"}, {Remove, "p3"}, {Remove, "p4"}, {Remove, "p5"}, {Promote, "p6"},
+		// Once there is room, p6 replaces a gone voter before the others are removed (rule 0).
+		{Remove, "p1"}, {Promote, "p6"}, {Remove, "p2"}, {Remove, "p3"}, {Remove, "p4"}, {Remove, "p5"},
 	}
 	if !slices.Equal(plan, want) {
 		t.Fatalf("plan = %v\nwant   %v", plan, want)
@@ -612,5 +613,21 @@ func TestPlanConverges(t *testing.T) {
 		if c1 != c2 || ok1 != ok2 {
 			t.Fatalf("seed %d: plan depends on input order: %v, %v then %v, %v", seed, c1, ok1, c2, ok2)
 		}
+	}
+}
+
+func TestRollingReplacementPromotesBeforeRemoving(t *testing.T) {
+	// Three voters, the new pod n caught up as a learner, the old pod o terminating: n becomes
+	// a voter before o leaves, so the cluster never has two voters only.
+	s := State{Self: "a", Voters: []string{"a", "b", "o"}, Learners: []string{"n"}, Alive: pods("a", "b", "n"), MaxVoters: 5}
+	_, plan := mustSettle(t, s, 10)
+	if want := []Change{{Promote, "n"}, {Remove, "o"}}; !slices.Equal(plan, want) {
+		t.Fatalf("plan = %v, want %v", plan, want)
+	}
+	// At MaxVoters there is no room: the gone voter goes first.
+	s.MaxVoters = 3
+	_, plan = mustSettle(t, s, 10)
+	if want := []Change{{Remove, "o"}, {Promote, "n"}}; !slices.Equal(plan, want) {
+		t.Fatalf("at MaxVoters: plan = %v, want %v", plan, want)
 	}
 }

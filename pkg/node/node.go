@@ -92,6 +92,11 @@ type Config struct {
 	// MaxVoters caps the voters the leader promotes learners to (see pkg/membership). Zero
 	// means DefaultMaxVoters.
 	MaxVoters int
+	// InitialTerm is the term a member whose data dir holds no state starts from. A member
+	// that rejoins a cluster replaced by a recovery starts above every term it reported, and
+	// the new generation's bootstrapper above every term of the old generation, so that the
+	// term the application uses as a fencing token never goes back.
+	InitialTerm uint64
 
 	// HeartbeatInterval is how often the leader sends a heartbeat round.
 	HeartbeatInterval time.Duration
@@ -203,6 +208,15 @@ func New(cfg Config) (*Node, error) {
 	hs, rlog, err := cfg.Storage.Load()
 	if err != nil {
 		return nil, err
+	}
+	if hs.Term == 0 && rlog.Snapshot.Index == 0 && len(rlog.Entries) == 0 && cfg.InitialTerm > 0 {
+		if cfg.InitialTerm > raft.MaxTerm {
+			return nil, fmt.Errorf("node: initial term %d exceeds the limit", cfg.InitialTerm)
+		}
+		hs.Term = cfg.InitialTerm
+		if err := cfg.Storage.Save(hs, rlog); err != nil {
+			return nil, err
+		}
 	}
 	seed := cfg.Seed
 	if seed == 0 {
@@ -344,7 +358,13 @@ func (n *Node) Run(ctx context.Context, s Sender) error {
 			close(req.done)
 		case errc := <-n.transferc:
 			n.catchUp()
-			terr := n.raft.TransferLeadership(raft.None)
+			target := raft.None
+			if n.alive != nil {
+				// Prefer a successor whose pod is not leaving too (a rolling update).
+				rs := n.raft.Status()
+				target = n.aliveTransferee(rs, uint64(n.cfg.ElectionTimeout/n.tick))
+			}
+			terr := n.raft.TransferLeadership(target)
 			_, err = n.processReady(s, nil)
 			errc <- terr
 		}
@@ -495,6 +515,25 @@ func (n *Node) SetPods(ctx context.Context, pods []membership.Pod) error {
 	return nil
 }
 
+// aliveTransferee picks the voter whose pod is alive, that holds the leader's whole log and
+// acknowledged most recently; "" if there is none.
+func (n *Node) aliveTransferee(rs raft.Status, window uint64) string {
+	best, bestAt := "", uint64(0)
+	for _, id := range rs.Config.Voters {
+		at, acked := rs.LastAck[id]
+		if id == n.cfg.ID || !acked || rs.Now-at >= window || rs.Match[id] != rs.LastIndex {
+			continue
+		}
+		if !slices.ContainsFunc(n.alive, func(p membership.Pod) bool { return p.ID == id }) {
+			continue
+		}
+		if best == "" || at > bestAt {
+			best, bestAt = id, at
+		}
+	}
+	return best
+}
+
 // reconcile runs on the member's loop: a leader proposes the next change the planner asks
 // for, retrying on later ticks what the core refuses for now.
 func (n *Node) reconcile() {
@@ -510,16 +549,22 @@ func (n *Node) reconcile() {
 	if rs.State != raft.StateLeader || rs.Transferring {
 		return
 	}
+	window := uint64(n.cfg.ElectionTimeout / n.tick)
 	if n.leaving {
-		if err := n.raft.TransferLeadership(raft.None); err == nil {
-			n.log.Info("handing leadership over: this member's pod is leaving")
+		// Hand over to a voter whose pod is alive; if there is none yet, keep shaping the
+		// configuration (the planner removes the other gone voters and promotes live
+		// learners, never this member) until there is. Handing over to another leaving
+		// voter would only pass the leadership around among the leaving.
+		if target := n.aliveTransferee(rs, window); target != "" {
+			if err := n.raft.TransferLeadership(target); err == nil {
+				n.log.Info("handing leadership over: this member's pod is leaving", "successor", target)
+			}
+			return
 		}
-		return
 	}
 	if !rs.TermCommitted || rs.ConfigIndex > rs.Commit {
 		return
 	}
-	window := uint64(n.cfg.ElectionTimeout / n.tick)
 	cc, ok := membership.Next(membership.State{
 		Voters:    rs.Config.Voters,
 		Learners:  rs.Config.Learners,
@@ -579,7 +624,8 @@ func (n *Node) Handover(ctx context.Context) (string, error) {
 	if start.State != raft.StateLeader {
 		return "", nil
 	}
-	if err := n.TransferLeadership(ctx); err != nil {
+	// A transfer may already be under way: this member saw its own pod leaving.
+	if err := n.TransferLeadership(ctx); err != nil && !errors.Is(err, raft.ErrTransferring) {
 		return "", err
 	}
 	for {

@@ -248,3 +248,41 @@ func TestStepRefusesBadMessageWithoutStateChange(t *testing.T) {
 		t.Fatalf("term moved %d -> %d", before.Term, after.Term)
 	}
 }
+
+func TestStorageDiscardsOnlyAReplacedCluster(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenStorage(dir, "base", "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if c, err := s.StoredCluster(); err != nil || c != "" {
+		t.Fatalf("fresh dir: %q %v", c, err)
+	}
+	s.SetCluster("g1")
+	if err := s.Save(raft.HardState{Term: 3}, raft.LogState{}); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := s.StoredCluster(); err != nil || c != "g1" {
+		t.Fatalf("stored cluster %q %v, want g1", c, err)
+	}
+	if err := s.Discard("g2"); err != nil { // not the stored one: nothing happens
+		t.Fatal(err)
+	}
+	if hs, _, err := s.Load(); err != nil || hs.Term != 3 {
+		t.Fatalf("state of g1 after discarding g2: %+v %v", hs, err)
+	}
+	if err := s.Discard("g1"); err != nil { // the cluster in use: kept
+		t.Fatal(err)
+	}
+	if c, _ := s.StoredCluster(); c != "g1" {
+		t.Fatal("discarded the state of the cluster in use")
+	}
+	s.SetCluster("g2")
+	if err := s.Discard("g1"); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := s.StoredCluster(); err != nil || c != "" {
+		t.Fatalf("after discarding g1: %q %v", c, err)
+	}
+}

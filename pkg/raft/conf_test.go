@@ -347,3 +347,28 @@ func TestLoadedLogIsValidated(t *testing.T) {
 		}
 	}
 }
+
+func TestSoleVoterPromotesALearnerRightAfterAHeartbeat(t *testing.T) {
+	// A sole voter renews its lease the moment it sends a round (its own acknowledgement is a
+	// majority), so the newest round a learner acknowledged is always one behind. What the
+	// new voters must back is the lease already reported, and the learner's acknowledgement
+	// binds it for a whole election timeout: the promotion goes through at once.
+	n := newNetwork(t, "a")
+	n.tick(2 * testE)
+	n.join("b")
+	n.propose("a", ConfChange{ConfAddLearner, "b"})
+	n.tick(testHB)
+	a := n.nodes["a"]
+	a.Tick()
+	for a.heartbeatElapsed != 0 {
+		a.Tick() // to the tick a round is sent, before b's acknowledgement of it is delivered
+	}
+	if err := a.ProposeConfChange(ConfChange{ConfPromote, "b"}); err != nil {
+		t.Fatalf("promote b right after a round: %v", err)
+	}
+	n.settle()
+	mustConfig(t, n.nodes["b"], []string{"a", "b"}, nil)
+	if st := a.Status(); !st.HoldsLease() || st.Commit != st.ConfigIndex {
+		t.Fatalf("leader after the promotion: %+v", st)
+	}
+}

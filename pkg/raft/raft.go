@@ -982,11 +982,12 @@ func (r *Raft) handleTimeoutNow(m Message) {
 //     their majorities could be disjoint;
 //   - the lease: the leader may already have reported a lease to the application, backed by
 //     a round acknowledged by a majority of the current voters. A candidate of a later term
-//     may count its votes in this configuration or the one before it, so the round must also
-//     be backed by a majority of the new voters, or a later change could build a majority
-//     that overlaps none of those who acknowledged it. Otherwise the change waits
-//     (ErrNotReadyForConfChange) until a round the new voters back renews the lease, or the
-//     reported lease has run out.
+//     may count its votes in this configuration or the one before it, so a majority of the
+//     new voters must also be bound until that lease ends: some round they acknowledged must
+//     give a protocol lease (the time its acknowledgers refuse votes) reaching past the
+//     reported one. Otherwise a later change could build a majority that overlaps none of
+//     those bound. The change waits (ErrNotReadyForConfChange) until a round the new voters
+//     acknowledge does, or the reported lease has run out.
 func (r *Raft) ProposeConfChange(cc ConfChange) error {
 	if r.state != StateLeader {
 		return ErrNotLeader
@@ -1010,7 +1011,7 @@ func (r *Raft) ProposeConfChange(cc ConfChange) error {
 		for _, id := range next.Voters {
 			voters[id] = true
 		}
-		if _, app, _ := r.leaseUnder(voters); app < r.appLease {
+		if lease, _, _ := r.leaseUnder(voters); lease < r.appLease {
 			return fmt.Errorf("%w: the reported lease is not backed by a majority of the new voters yet", ErrNotReadyForConfChange)
 		}
 	}
@@ -1049,7 +1050,9 @@ func (r *Raft) recountLease() {
 	if r.transferee != None || r.renounced {
 		lease, app = 0, r.appLease
 	}
-	r.leaseUntil, r.appLease = lease, app
+	// A lease already reported stays a promise (a handover waits for it); ProposeConfChange
+	// made sure the new voters' protocol lease covers it.
+	r.leaseUntil, r.appLease = lease, max(r.appLease, app)
 	r.quorumTick = max(qt, r.quorumTick)
 }
 

@@ -101,10 +101,6 @@ func (s *sim) confChangeOnce(m *simMember, inc int) {
 // mutation that allows concurrent changes is on.
 func (s *sim) propose(l *simMember, more bool) {
 	cc, valid := s.drawConfChange(l)
-	if !*simKnownBugsFlag && simHitsKnownBug(cc, l.st, s.p.electionTicks) {
-		s.trace.note(s.now, l.idx, fmt.Sprintf("not asked for %v: it would hit a known core bug (-sim.knownbugs)", cc))
-		return
-	}
 	before := l.r.Status()
 	var err error
 	if s.opt.mut == simMutationConcurrentConfChanges {
@@ -149,11 +145,9 @@ func (s *sim) drawConfChange(l *simMember) (ConfChange, bool) {
 		}
 	case x < 60:
 		cc.Type = ConfPromote
-		for _, id := range cfg.Learners {
-			if *simKnownBugsFlag || simCaughtUp(l.st, id, s.p.electionTicks) {
-				fit = append(fit, id)
-			}
-		}
+		// Caught up or not: the runtime promotes only caught-up learners, the core must stay
+		// safe and live either way.
+		fit = append(fit, cfg.Learners...)
 	case x < 80:
 		cc.Type = ConfDemote
 		for _, id := range cfg.Voters {
@@ -184,33 +178,6 @@ func (s *sim) drawConfChange(l *simMember) (ConfChange, bool) {
 	cc.ID = any[s.mrng.Intn(len(any))]
 	_, err := cc.apply(cfg, l.id)
 	return cc, err == nil
-}
-
-// simHitsKnownBug reports whether asking the leader whose status is st for cc would hit a
-// known core bug that the default schedules steer around (-sim.knownbugs asks anyway):
-//
-//   - removing the other voter of two, when no learner is left, leaves the leader alone and
-//     the change is never committed (TestRegressLeaderLeftAloneCommitsTheChange, seed 19);
-//   - promoting a learner that has not caught up: the core accepts it, but a voter that does
-//     not know the configuration refuses the other voters' vote requests (ErrUnknownMember),
-//     so once the quorum needs it no leader can be elected
-//     (TestRegressPromotedVoterThatMissedItsPromotionVotes, seeds 1655 and 1076). The
-//     runtime never asks for it: pkg/node promotes a learner only when it is caught up
-//     (simCaughtUp is the same rule). The same refusal, and the rejection of a candidate a
-//     stale configuration calls a learner, have other paths no schedule can steer around
-//     (seeds 11918 and 35555), so a few default seeds past the first 3000 fail on them.
-func simHitsKnownBug(cc ConfChange, st Status, electionTicks int) bool {
-	switch cc.Type {
-	case ConfRemove:
-		if !slices.Contains(st.Config.Voters, cc.ID) {
-			return false
-		}
-		next, err := cc.apply(st.Config, st.ID)
-		return err == nil && len(next.Voters) == 1 && len(next.Learners) == 0
-	case ConfPromote:
-		return slices.Contains(st.Config.Learners, cc.ID) && !simCaughtUp(st, cc.ID, electionTicks)
-	}
-	return false
 }
 
 // simCaughtUp is pkg/node's rule for promoting a learner: it acknowledged the leader within

@@ -6,7 +6,8 @@ import (
 	"testing"
 )
 
-// Regression tests for core bugs the simulator found. Each names the seed that found it.
+// Regression tests for core bugs the simulator found (all fixed). Each names the seed that
+// found it; the comments describe the bug as it was.
 
 // TestRegressLeaderLeftAloneCommitsTheChange: a leader that removes the last other voter is
 // the only voter of the new configuration, so the change is committed as soon as it is
@@ -17,7 +18,7 @@ import (
 // with ErrConfChangePending, and the members of the configuration never learn it committed.
 //
 // Found by simulator seed 19 (go test ./pkg/raft -run TestSimulator -sim.seed=19
-// -sim.knownbugs -v).
+// -v).
 func TestRegressLeaderLeftAloneCommitsTheChange(t *testing.T) {
 	n := newNetwork(t, "a", "b")
 	n.tick(testE + 1)
@@ -47,7 +48,7 @@ func TestRegressLeaderLeftAloneCommitsTheChange(t *testing.T) {
 // goes only to a candidate whose log is at least as up to date), which is what Raft relies on.
 //
 // Found by simulator seeds 1655 and 1076 (go test ./pkg/raft -run TestSimulator
-// -sim.seed=1655 -sim.knownbugs -v). The runtime does not ask for such a promotion (pkg/node
+// -sim.seed=1655 -v). The runtime does not ask for such a promotion (pkg/node
 // promotes only caught-up learners), but the core does not refuse it either. The same refusal
 // deadlocks without any such promotion: in seed 11918 (default schedules, -sim.seed=11918)
 // m4 holds an uncommitted entry removing m2, which a later leader overwrote; m2 and m4 are the

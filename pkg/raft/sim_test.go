@@ -18,7 +18,6 @@ var (
 	simSchedulesFlag = flag.Int("sim.schedules", 0, "number of simulator schedules to run (0: 3000, or 600 with -short)")
 	simFirstFlag     = flag.Int64("sim.first", 1, "seed of the first simulator schedule")
 	simTraceFlag     = flag.Int("sim.trace", 40, "number of trace events printed with a simulator failure (up to 256; a -sim.seed replay prints at least 200, and any number)")
-	simKnownBugsFlag = flag.Bool("sim.knownbugs", false, "let membership schedules ask for the changes that hit known core bugs (see simHitsKnownBug)")
 )
 
 const (
@@ -118,20 +117,12 @@ func runSimSchedules(n int, first int64, opt simOptions) []simResult {
 //	go test ./pkg/raft -run TestSimulator -sim.seed=N -v   # replay one schedule
 //	go test ./pkg/raft -run TestSimulator -sim.schedules=100000 -sim.first=1000000
 //
-// Known core bugs (open; see sim_regress_test.go and simHitsKnownBug):
-//   - a leader that removes the other voter of two never commits the change
-//     (TestRegressLeaderLeftAloneCommitsTheChange; seed 19 with -sim.knownbugs);
-//   - a member answers a vote request only from a voter of its own configuration (it refuses
-//     an unknown sender with ErrUnknownMember, rejects a learner), and that configuration
-//     may be stale, so a voter that missed entries can deadlock the cluster
-//     (TestRegressPromotedVoterThatMissedItsPromotionVotes, seeds 1655 and 1076 with
-//     -sim.knownbugs, 11918 without; TestRegressVoterWithStaleConfigurationVotes, seed
-//     35555).
-//
-// The default schedules do not ask for the changes that lead there most directly (removing
-// the other voter of two, promoting a learner that has not caught up); -sim.knownbugs asks
-// anyway, and then about 8% of the membership schedules fail liveness. The second bug has
-// other paths: 2 of the first 50000 default schedules fail on it (11918, 35555).
+// Core bugs the membership schedules found, now fixed (regression tests in
+// sim_regress_test.go): a leader that removed the other voter of two never committed the
+// change (seed 19); and members refused vote requests from candidates their possibly stale
+// configuration did not make voters, which deadlocked clusters where a voter had missed
+// entries (seeds 1076, 1655, 11918, 35555). A member now refuses such a candidate only when
+// the candidate's log is not strictly newer than its own.
 //
 // The lease bug this comment used to describe (a member released from its lease binding by
 // adopting a higher term from a stale message; seeds 1144946, 13703, 25461, 2061259, 2199974,

@@ -748,3 +748,131 @@ func (a *kubeApp) WaitVoters(members []int, want int, timeout time.Duration) {
 		a.WaitMetric(i, "raft_elector_peers", voters, float64(want), timeout)
 	}
 }
+
+// --- Pods that come and go while the application runs ---
+
+// kubeNewPod is a pod added to a running application by AddPods.
+type kubeNewPod struct {
+	Name, IP string
+	// Node is the pod's spec.nodeName (default kubeenv.NodeName) and Zone its
+	// topology.kubernetes.io/zone label (default none): what the planner spreads voters over.
+	Node, Zone string
+}
+
+// AddPod creates a Running pod at ip, as a controller scaling the application up would, starts
+// a member for it with the flags the others got, and returns the member's index once it
+// listens. ip must have been among the IPs the application's PeerPort was picked for.
+func (a *kubeApp) AddPod(name, ip string) int {
+	a.t.Helper()
+	return a.AddPods(kubeNewPod{Name: name, IP: ip})[0]
+}
+
+// AddPods creates the pods in order, then starts their members all at once, and returns their
+// indexes once every one listens. A pod name is a member slot: it cannot come back.
+func (a *kubeApp) AddPods(pods ...kubeNewPod) []int {
+	a.t.Helper()
+	names := make([]string, len(pods))
+	for k, np := range pods {
+		if _, dup := a.pods[np.Name]; dup {
+			a.t.Fatalf("pod %s was already part of the application: add pods under new names", np.Name)
+		}
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: np.Name, Labels: map[string]string{"app": a.cfg.App}}}
+		pod.Spec.ServiceAccountName = sidecarSA
+		pod.Spec.NodeName = np.Node
+		if np.Zone != "" {
+			pod.Labels[corev1.LabelTopologyZone] = np.Zone
+		}
+		ctx, cancel := context.WithTimeout(a.t.Context(), apiCallBudget)
+		created, err := kubeenv.CreateRunningPod(ctx, a.env.AdminClient, a.cfg.Namespace, pod, np.IP)
+		cancel()
+		if err != nil {
+			a.t.Fatal(err)
+		}
+		a.pods[np.Name] = &kubePod{Name: np.Name, IP: np.IP, UID: string(created.UID), Run: true}
+		names[k] = np.Name
+	}
+	port := a.cfg.PeerPort
+	added, err := a.Cluster.addMembers(names, func(k int) (string, string, string) {
+		ip := pods[k].IP
+		return net.JoinHostPort(ip, strconv.Itoa(port)),
+			net.JoinHostPort(ip, strconv.Itoa(port+1)),
+			net.JoinHostPort(ip, strconv.Itoa(port+2))
+	})
+	if err != nil {
+		a.t.Fatalf("start members for new pods: %v", err)
+	}
+	return added
+}
+
+// TerminatePod stops a pod as a kubelet does on a graceful deletion: the pod is deleted (it
+// turns terminating), its member gets SIGTERM, and once the process has exited the pod is
+// deleted with a zero grace period. It returns the member's exit code and when it exited.
+func (a *kubeApp) TerminatePod(name string, timeout time.Duration) (int, time.Time) {
+	a.t.Helper()
+	i := a.Index(name)
+	a.DeletePod(name, false)
+	a.Cluster.Terminate(i)
+	code, exited := a.Cluster.WaitExit(i, timeout)
+	a.DeletePod(name, true)
+	return code, exited
+}
+
+// addMembers adds members with the given ids and addresses to a running cluster without fault
+// proxies (Config.Addrs), starts them, and returns their indexes once every one listens. The
+// lease checker's pollers read Members, so they stop while it grows and start again at once,
+// for every member: the checker misses a few milliseconds of answers and invents none.
+func (c *Cluster) addMembers(ids []string, addrs func(k int) (peer, local, ops string)) ([]int, error) {
+	c.t.Helper()
+	if c.links != nil {
+		return nil, errors.New("a cluster with fault proxies cannot grow: its links are fixed at start")
+	}
+	var added []*Member
+	var idx []int
+	for k, id := range ids {
+		if c.Index(id) >= 0 || slices.ContainsFunc(added, func(m *Member) bool { return m.ID == id }) {
+			return nil, fmt.Errorf("member %s exists already", id)
+		}
+		m := &Member{Index: len(c.Members) + k, ID: id, c: c}
+		m.DataDir = filepath.Join(c.Dir, id, "data")
+		m.LogPath = filepath.Join(c.Dir, id+".log")
+		if err := os.MkdirAll(m.DataDir, 0o755); err != nil {
+			return nil, err
+		}
+		m.peerAddr, m.localAddr, m.opsAddr = addrs(k)
+		added = append(added, m)
+		idx = append(idx, m.Index)
+	}
+
+	close(c.stopPoll)
+	c.pollWG.Wait()
+	c.Members = append(c.Members, added...)
+	n := len(c.Members)
+	for range added {
+		c.connected = append(c.connected, true)
+		c.group = append(c.group, 0)
+	}
+	blocked := make([][]bool, n)
+	for i := range blocked {
+		blocked[i] = make([]bool, n)
+		if i < len(c.blocked) {
+			copy(blocked[i], c.blocked[i])
+		}
+	}
+	c.blocked = blocked
+	c.stopPoll = make(chan struct{})
+	for _, m := range c.Members {
+		c.pollWG.Go(func() { c.pollLoop(m) })
+	}
+
+	c.Logf("adding %d members %s", len(added), c.IDs(idx))
+	errs := make([]error, len(added))
+	var wg sync.WaitGroup
+	for k, m := range added {
+		wg.Go(func() { errs[k] = m.start() })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return idx, nil
+}
