@@ -34,7 +34,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
@@ -359,9 +361,23 @@ func (o *Object) observe(r Record) {
 // Run watches the object (one watch on one name) until ctx ends, so that a member learns of
 // a recovery without polling.
 func (o *Object) Run(ctx context.Context) error {
-	lw := cache.NewListWatchFromClient(o.cfg.Client.CoreV1().RESTClient(), "configmaps", o.cfg.Namespace,
-		fields.OneTermEqualSelector("metadata.name", o.cfg.Name))
-	inf := cache.NewSharedIndexInformer(lw, &corev1.ConfigMap{}, 0, cache.Indexers{})
+	cms := o.cfg.Client.CoreV1().ConfigMaps(o.cfg.Namespace)
+	byName := fields.OneTermEqualSelector("metadata.name", o.cfg.Name).String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+			opts.FieldSelector = byName
+			return cms.List(ctx, opts)
+		},
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			opts.FieldSelector = byName
+			return cms.Watch(ctx, opts)
+		},
+	}
+	inf := cache.NewSharedIndexInformerWithOptions(
+		cache.ToListWatcherWithWatchListSemantics(lw, o.cfg.Client),
+		&corev1.ConfigMap{},
+		cache.SharedIndexInformerOptions{ObjectDescription: "configmap " + o.cfg.Namespace + "/" + o.cfg.Name},
+	)
 	handle := func(obj any) {
 		cm, ok := obj.(*corev1.ConfigMap)
 		if !ok || cm.Name != o.cfg.Name {

@@ -1,6 +1,7 @@
 package bootstrap
 
 import (
+	"context"
 	"errors"
 	"strconv"
 	"strings"
@@ -825,4 +826,64 @@ func TestResolveHandsOutClusterIDsEveryMemberCanRead(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestRunWatchesTheObject(t *testing.T) {
+	first := configMap("", recordData(testBase+"-g1-aaaa", "1", "a"))
+	first.UID, first.ResourceVersion = "uid-1", "1"
+	f := newFakeAPI(t, first)
+	o := newObject(t, f)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := o.Run(ctx); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	defer func() { cancel(); <-done }()
+	waitUntil := func(what string, cond func(Record) bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !cond(o.Latest()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; latest %+v", what, o.Latest())
+			}
+			select {
+			case <-o.Changed():
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	waitUntil("generation 1 from the list", func(r Record) bool { return r.Generation == 1 && r.UID == "uid-1" })
+
+	// A recovery by another member: generation 2 arrives through the watch.
+	ch := o.Changed()
+	second := configMap("", recordData(testBase+"-g2-bbbb", "2", "b"))
+	second.UID, second.ResourceVersion = "uid-1", "2"
+	if err := f.Tracker().Update(configMaps, second, testNS); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil("generation 2 from the watch", func(r Record) bool { return r.ClusterID == testBase+"-g2-bbbb" })
+	if !isClosed(ch) {
+		t.Error("Changed not closed by the new generation")
+	}
+
+	// A malformed update is ignored; the record stays.
+	bad := configMap("", recordData(testBase+"-g3-cccc", "x", "c"))
+	bad.UID, bad.ResourceVersion = "uid-1", "3"
+	if err := f.Tracker().Update(configMaps, bad, testNS); err != nil {
+		t.Fatal(err)
+	}
+	// The object re-created (the application was reinstalled): generation 1 again, but a new
+	// object, so it is the truth now.
+	if err := f.Tracker().Delete(configMaps, testNS, testName); err != nil {
+		t.Fatal(err)
+	}
+	again := configMap("", recordData(testBase+"-g1-dddd", "1", "d"))
+	again.UID, again.ResourceVersion = "uid-2", "5"
+	if err := f.Tracker().Create(configMaps, again, testNS); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil("the re-created object", func(r Record) bool { return r.ClusterID == testBase+"-g1-dddd" && r.UID == "uid-2" })
 }
