@@ -79,7 +79,8 @@ type config struct {
 	continueFrom *localapi.Store
 	// replacedBy is the cluster id that replaced the one this process's member ran in: its
 	// state of the old cluster is discarded and it joins through the bootstrap object.
-	replacedBy string
+	replacedBy  string
+	wonRecovery bool
 	// termFloor is the last term that member reported: the rejoining member starts above it.
 	termFloor uint64
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -26,6 +28,12 @@ type kubeParts struct {
 	boot    *bootstrap.Object
 	// cluster is the bootstrap record this incarnation of the member runs under.
 	cluster bootstrap.Record
+
+	client    kubernetes.Interface
+	namespace string
+	selector  string
+	labelKey  string
+	leaderVal string
 }
 
 // restConfig loads --kubeconfig, or the in-cluster service account.
@@ -98,7 +106,8 @@ func newKubeParts(c *config, log hclog.Logger) (*kubeParts, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &kubeParts{disc: disc, labeler: lab, boot: boot}, nil
+	return &kubeParts{disc: disc, labeler: lab, boot: boot, client: client, namespace: c.Namespace,
+		selector: c.Selector, labelKey: c.LabelKey, leaderVal: c.LeaderValue}, nil
 }
 
 // resolveCluster finds the cluster this member belongs to, and whether it must bootstrap it.
@@ -106,20 +115,16 @@ func newKubeParts(c *config, log hclog.Logger) (*kubeParts, error) {
 // API server (leadership survives an API-server outage, restarts included); the watch of the
 // bootstrap object restarts it if the object names another cluster. A member without state
 // asks the bootstrap object, waiting for the API server if need be.
-func (k *kubeParts) resolveCluster(ctx context.Context, storage *node.Storage, self, replacedBy string, log hclog.Logger) (won bool, err error) {
+//
+// A member whose process won a recovery's compare-and-swap (wonRecovery, never true after a
+// process restart) bootstraps the new generation; a member that lost its data dir never
+// bootstraps again, even if the object names it: its old cluster may live on without it.
+func (k *kubeParts) resolveCluster(ctx context.Context, storage *node.Storage, self, replacedBy string, wonRecovery bool, log hclog.Logger) (won bool, err error) {
 	stored, err := storage.StoredCluster()
 	if err != nil {
 		return false, err
 	}
-	if stored != "" && replacedBy != "" && stored != replacedBy {
-		// This process's member saw its cluster replaced: its state there is of no use.
-		log.Warn("discarding the state of the replaced cluster", "stored_cluster", stored, "cluster", replacedBy)
-		if err := storage.Discard(stored); err != nil {
-			return false, err
-		}
-		stored = ""
-	}
-	if stored != "" {
+	if stored != "" && replacedBy == "" {
 		k.cluster = bootstrap.Record{ClusterID: stored}
 		storage.SetCluster(stored)
 		return false, nil
@@ -135,9 +140,7 @@ func (k *kubeParts) resolveCluster(ctx context.Context, storage *node.Storage, s
 				}
 				stored = ""
 			}
-			if !won && rec.Bootstrapper == self && stored == "" {
-				// This member won the object, then stopped before it saved the cluster's
-				// first configuration: nobody else can hold it, so it bootstraps again.
+			if !won && wonRecovery && rec.ClusterID == replacedBy && rec.Bootstrapper == self {
 				won = true
 			}
 			k.cluster = rec
@@ -201,6 +204,9 @@ func (k *kubeParts) run(ctx context.Context, m *member) {
 		for i, mb := range members {
 			pods[i] = membership.Pod{ID: mb.ID, Node: mb.Node, Zone: mb.Zone}
 		}
+		if !k.disc.Healthy() {
+			pods = nil // a stale view: leave the configuration alone until the watch works
+		}
 		if err := m.node.SetPods(ctx, pods); err != nil {
 			return
 		}
@@ -213,7 +219,7 @@ func (k *kubeParts) run(ctx context.Context, m *member) {
 				return
 			}
 		case <-check.C:
-			if k.maybeRecover(ctx, m, members, &lastLeader) {
+			if k.maybeRecover(ctx, m, &lastLeader) {
 				return
 			}
 		case <-ctx.Done():
@@ -223,10 +229,14 @@ func (k *kubeParts) run(ctx context.Context, m *member) {
 }
 
 // maybeRecover starts a new cluster generation when the member's configuration can no longer
-// elect a leader because a majority of its voters' pods are gone from the API (deleted, not
-// merely unreachable), and no leader was seen for --recover-after. See docs/membership.md for
-// why this cannot produce two leaders.
-func (k *kubeParts) maybeRecover(ctx context.Context, m *member, members []discovery.Member, lastLeader *time.Time) bool {
+// elect a leader because a majority of its voters' pods are gone from the API (deleted or
+// re-created under a new UID: a terminating pod still counts, its sidecar may be running), and
+// no leader was seen for --recover-after. It decides on a fresh, consistent list of the pods,
+// never on the watch cache, and not at all while the watch fails; and it backs off if any live
+// pod this member's configuration does not know carries the leader label: then a newer
+// configuration, which this member missed, has a leader. See docs/membership.md for why this
+// cannot produce two leaders.
+func (k *kubeParts) maybeRecover(ctx context.Context, m *member, lastLeader *time.Time) bool {
 	st := m.node.Status()
 	now := time.Now()
 	if st.Leader != "" {
@@ -234,34 +244,55 @@ func (k *kubeParts) maybeRecover(ctx context.Context, m *member, members []disco
 		return false
 	}
 	voters := st.Config.Voters
-	if len(voters) == 0 || now.Sub(*lastLeader) < m.cfg.RecoverAfter {
+	if len(voters) == 0 || now.Sub(*lastLeader) < m.cfg.RecoverAfter || !k.disc.Healthy() {
 		return false
 	}
-	alive := map[string]bool{}
-	for _, mb := range members {
-		alive[mb.ID] = true
+	prev := k.boot.Latest()
+	if prev.ClusterID != k.cluster.ClusterID || prev.ResourceVersion == "" {
+		return false // not read yet, or already replaced (the watch restarts this member)
 	}
-	if !alive[m.cfg.ID] {
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	list, err := k.client.CoreV1().Pods(k.namespace).List(lctx, metav1.ListOptions{LabelSelector: k.selector})
+	if err != nil {
+		m.log.Warn("recovery: cannot list the pods; will retry", "error", err)
+		return false
+	}
+	known := map[string]bool{}
+	for _, id := range st.Config.Voters {
+		known[id] = true
+	}
+	for _, id := range st.Config.Learners {
+		known[id] = true
+	}
+	exists := map[string]bool{}
+	for i := range list.Items {
+		pod := &list.Items[i]
+		if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		id := discovery.PodID(pod.Name, string(pod.UID))
+		exists[id] = true
+		if !known[id] && pod.DeletionTimestamp == nil && pod.Labels[k.labelKey] == k.leaderVal {
+			m.log.Info("recovery: a pod this member's configuration does not know is labelled leader; waiting", "pod", pod.Name)
+			return false
+		}
+	}
+	if !exists[m.cfg.ID] {
 		return false // this member is leaving itself
 	}
 	n := 0
 	for _, v := range voters {
-		if alive[v] {
+		if exists[v] {
 			n++
 		}
 	}
 	if n >= len(voters)/2+1 {
 		return false // a majority can still elect a leader: wait for it
 	}
-	prev := k.boot.Latest()
-	if prev.ClusterID != k.cluster.ClusterID || prev.ResourceVersion == "" {
-		return false // not read yet, or already replaced (the watch restarts this member)
-	}
 	m.log.Warn("a majority of the voters' pods are gone and no leader was seen; starting a new cluster generation",
-		"voters", voters, "alive_voters", n, "without_leader_for", now.Sub(*lastLeader).Round(time.Millisecond))
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	rec, won, err := k.boot.Recover(rctx, prev, m.cfg.ID)
+		"voters", voters, "voters_with_pods", n, "without_leader_for", now.Sub(*lastLeader).Round(time.Millisecond))
+	rec, won, err := k.boot.Recover(lctx, prev, m.cfg.ID)
 	switch {
 	case err != nil:
 		m.log.Error("recovery failed; will retry", "error", err)

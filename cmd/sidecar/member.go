@@ -76,7 +76,7 @@ func startMember(ctx context.Context, c *config, log hclog.Logger, observers ...
 		if err != nil {
 			return nil, err
 		}
-		won, err := kube.resolveCluster(ctx, storage, c.ID, c.replacedBy, log)
+		won, err := kube.resolveCluster(ctx, storage, c.ID, c.replacedBy, c.wonRecovery, log)
 		stopWaiting()
 		prevStore = waiting
 		if err != nil {

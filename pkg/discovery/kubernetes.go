@@ -291,6 +291,14 @@ func (k *Kubernetes) Addressable() []Member {
 	return out
 }
 
+// Healthy reports whether the pod watch works: its last list or watch request succeeded. While
+// it fails, Members is the last view, which may be stale.
+func (k *Kubernetes) Healthy() bool {
+	k.health.mu.Lock()
+	defer k.health.mu.Unlock()
+	return !k.health.failing
+}
+
 // watched re-checks on the client what the API server already filters: a fake or a
 // misbehaving server must not make a stranger a member.
 func (k *Kubernetes) watched(pod *corev1.Pod) bool {

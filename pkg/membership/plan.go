@@ -172,8 +172,15 @@ func Next(s State) (c Change, ok bool) {
 		}
 		voterPods = append(voterPods, p)
 	}
+	// A leader whose own pod is leaving counts as one voter too many: it may promote a
+	// successor beyond MaxVoters (even with MaxVoters 1), and hand over to it.
+	_, selfAlive := alive[s.Self]
+	maxVoters := s.MaxVoters
+	if !selfAlive {
+		maxVoters++
+	}
 	promote := func() (Change, bool) {
-		if len(voters) >= s.MaxVoters {
+		if len(voters) >= maxVoters {
 			return Change{}, false
 		}
 		var best Pod
@@ -196,7 +203,7 @@ func Next(s State) (c Change, ok bool) {
 	// Rule 0: while there is room, a caught-up learner is promoted before a gone voter is
 	// removed. In a rolling update the old pod's voter is replaced by the new pod's before it
 	// leaves, so the cluster never runs with one voter fewer than it had.
-	if _, anyGone := smallest(voters, gone); anyGone {
+	if _, anyGone := smallest(voters, gone); anyGone || !selfAlive {
 		if c, ok := promote(); ok {
 			return c, true
 		}
@@ -211,7 +218,7 @@ func Next(s State) (c Change, ok bool) {
 	}
 
 	// Rule 3: too many voters.
-	if len(voters) > s.MaxVoters {
+	if len(voters) > maxVoters {
 		var worst Pod
 		var worstCrowding crowding
 		for _, v := range voterPods { // ascending, so a later tie is a larger id

@@ -315,7 +315,11 @@ func apply(s State, c Change) (State, error) {
 		}
 		r[c.ID] = learner
 	case Promote:
-		if r[c.ID] != learner || !alive[c.ID] || nVoters >= s.MaxVoters || (s.CaughtUp != nil && !s.CaughtUp(c.ID)) {
+		maxVoters := s.MaxVoters
+		if !alive[s.Self] {
+			maxVoters++ // a leaving leader's successor
+		}
+		if r[c.ID] != learner || !alive[c.ID] || nVoters >= maxVoters || (s.CaughtUp != nil && !s.CaughtUp(c.ID)) {
 			return s, fmt.Errorf("%v: not a live caught-up learner, or %d voters already (max %d)", c, nVoters, s.MaxVoters)
 		}
 		r[c.ID] = voter
@@ -603,7 +607,12 @@ func TestPlanConverges(t *testing.T) {
 		if r[s.Self] != voter {
 			t.Fatalf("seed %d: self is no longer a voter; plan %v", seed, plan)
 		}
-		if want := min(s.MaxVoters, len(candidates)); nVoters != want {
+		// A leader whose own pod is leaving may hold one voter more: its successor.
+		maxVoters := s.MaxVoters
+		if !alive[s.Self] {
+			maxVoters++
+		}
+		if want := min(maxVoters, len(candidates)); nVoters != want {
 			t.Fatalf("seed %d: %d voters %v, want %d (max %d, candidates %v); plan %v",
 				seed, nVoters, final.Voters, want, s.MaxVoters, candidates, plan)
 		}
@@ -629,5 +638,18 @@ func TestRollingReplacementPromotesBeforeRemoving(t *testing.T) {
 	_, plan = mustSettle(t, s, 10)
 	if want := []Change{{Remove, "o"}, {Promote, "n"}}; !slices.Equal(plan, want) {
 		t.Fatalf("at MaxVoters: plan = %v, want %v", plan, want)
+	}
+}
+
+func TestLeavingSoleVoterPromotesASuccessor(t *testing.T) {
+	// MaxVoters 1 and the only voter's pod is leaving: a caught-up learner is promoted beyond
+	// the limit so that the leader can hand over to it; nothing is demoted meanwhile.
+	s := State{Self: "a", Voters: []string{"a"}, Learners: []string{"b"}, Alive: pods("b"), MaxVoters: 1}
+	if c, ok := Next(s); !ok || c != (Change{Promote, "b"}) {
+		t.Fatalf("Next = %v %v, want promote b", c, ok)
+	}
+	s.Voters, s.Learners = []string{"a", "b"}, nil
+	if c, ok := Next(s); ok {
+		t.Fatalf("Next = %v after the promotion, want nothing (a hands over, b removes a)", c)
 	}
 }

@@ -250,6 +250,13 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A member that bootstraps writes its first configuration now, before anything runs: a
+	// crash right after start must not leave a cluster whose bootstrapper holds nothing.
+	if rd := r.Ready(); rd.MustPersist {
+		if err := cfg.Storage.Save(rd.HardState, rd.Log); err != nil {
+			return nil, err
+		}
+	}
 	n := &Node{
 		cfg:       cfg,
 		log:       log,
@@ -499,9 +506,12 @@ func reason(old, st Status) string {
 // member that is merely unreachable stays. If this member's own pod is no longer among them
 // (it is being deleted) and it leads, it hands leadership over so that its successor can
 // remove it. Static clusters never call it, and their configuration stays the --peers list.
+//
+// nil means the pods are not known right now (discovery's watch is failing, so its view may be
+// stale): the configuration is then left alone until a fresh list comes.
 func (n *Node) SetPods(ctx context.Context, pods []membership.Pod) error {
 	req := podsReq{pods: slices.Clone(pods), done: make(chan struct{})}
-	if req.pods == nil {
+	if req.pods == nil && pods != nil {
 		req.pods = []membership.Pod{}
 	}
 	select {
@@ -542,9 +552,13 @@ func (n *Node) reconcile() {
 	}
 	rs := n.raft.Status()
 	self := slices.ContainsFunc(n.alive, func(p membership.Pod) bool { return p.ID == n.cfg.ID })
-	if !self && !n.leaving {
-		n.leaving = true
-		n.log.Info("this member's pod is no longer a member (it is being deleted); handing over if leading")
+	if n.leaving == self {
+		n.leaving = !self
+		if n.leaving {
+			n.log.Info("this member's pod is no longer a member (it is being deleted); handing over if leading")
+		} else {
+			n.log.Info("this member's pod is a member again")
+		}
 	}
 	if rs.State != raft.StateLeader || rs.Transferring {
 		return

@@ -372,3 +372,23 @@ func TestSoleVoterPromotesALearnerRightAfterAHeartbeat(t *testing.T) {
 		t.Fatalf("leader after the promotion: %+v", st)
 	}
 }
+
+func TestLearnerForgetsADeadLeader(t *testing.T) {
+	n := newNetwork(t, "a")
+	n.tick(testE + 1)
+	b := n.join("b")
+	n.propose("a", ConfChange{ConfAddLearner, "b"})
+	if st := b.Status(); st.Leader != "a" {
+		t.Fatalf("learner: %+v, want leader a", st)
+	}
+	n.isolate("a")
+	n.tick(2 * testE)
+	if st := b.Status(); st.Leader != None || st.State != StateLearner {
+		t.Fatalf("learner cut off from its leader for two election timeouts: %+v, want no leader", st)
+	}
+	n.healAll()
+	n.tick(testHB)
+	if st := b.Status(); st.Leader != "a" {
+		t.Fatalf("learner after the leader came back: %+v", st)
+	}
+}

@@ -362,6 +362,7 @@ func (r *Raft) applyConfig() {
 		for id := range r.prs {
 			if !r.known(id) {
 				delete(r.prs, id)
+				delete(r.lastAck, id)
 			}
 		}
 		for _, id := range r.peers() {
@@ -526,8 +527,13 @@ func (r *Raft) Tick() {
 	case StateLeader:
 		r.tickLeader()
 	case StateLearner:
-		// A learner never campaigns; it only ages its view of the leader.
+		// A learner never campaigns; it only ages its view of the leader, and forgets a
+		// leader it has not heard from for an election timeout, as a follower would by
+		// campaigning: it must not name a dead leader to its application.
 		r.electionElapsed++
+		if r.lead != None && r.electionElapsed >= r.randomizedTimeout {
+			r.lead = None
+		}
 	default:
 		r.electionElapsed++
 		if r.electionElapsed >= r.randomizedTimeout {
