@@ -173,3 +173,40 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+func TestLeavingIsRecomputedFromEveryPodList(t *testing.T) {
+	// One list without a's own pod (its IP not yet written when the informer synced, say),
+	// then the right one: a must not keep handing leadership away.
+	ids := []string{"a", "b", "c"}
+	nodes, _, _ := runMembers(t, ids, 5)
+	waitFor(t, "a to lead alone", 5*time.Second, func() bool { id, _ := leaderOf(nodes); return id == "a" })
+	if err := nodes["a"].SetPods(context.Background(), pods("b", "c")); err != nil {
+		t.Fatal(err)
+	}
+	setPods(t, nodes, pods(ids...))
+	waitFor(t, "3 voters", 10*time.Second, func() bool { return everyoneUses(nodes, ids, 3, 0) })
+	// A bounded observation, not a synchronisation: a keeps leading.
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if id, _ := leaderOf(nodes); id != "a" && id != "" {
+			t.Fatalf("leader is %q: a handed over although its pod is alive", id)
+		}
+	}
+}
+
+func TestPodsUnknownLeaveTheConfigurationAlone(t *testing.T) {
+	ids := []string{"a", "b", "c"}
+	nodes, _, _ := runMembers(t, ids, 5)
+	setPods(t, nodes, pods(ids...))
+	waitFor(t, "3 voters", 10*time.Second, func() bool { return everyoneUses(nodes, ids, 3, 0) })
+	// The watch fails (nil: unknown): nothing is removed although no pod is listed.
+	for _, n := range nodes {
+		if err := n.SetPods(context.Background(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for end := time.Now().Add(500 * time.Millisecond); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if _, st := leaderOf(nodes); st.ID != "" && len(st.Config.Voters) != 3 {
+			t.Fatalf("configuration changed while the pods were unknown: %v", st.Config)
+		}
+	}
+}
