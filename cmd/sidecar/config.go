@@ -79,8 +79,7 @@ type config struct {
 	continueFrom *localapi.Store
 	// replacedBy is the cluster id that replaced the one this process's member ran in: its
 	// state of the old cluster is discarded and it joins through the bootstrap object.
-	replacedBy  string
-	wonRecovery bool
+	replacedBy string
 	// termFloor is the last term that member reported: the rejoining member starts above it.
 	termFloor uint64
 }

@@ -116,14 +116,17 @@ func newKubeParts(c *config, log hclog.Logger) (*kubeParts, error) {
 // bootstrap object restarts it if the object names another cluster. A member without state
 // asks the bootstrap object, waiting for the API server if need be.
 //
-// A member whose process won a recovery's compare-and-swap (wonRecovery, never true after a
-// process restart) bootstraps the new generation; a member that lost its data dir never
-// bootstraps again, even if the object names it: its old cluster may live on without it.
-func (k *kubeParts) resolveCluster(ctx context.Context, storage *node.Storage, self, replacedBy string, wonRecovery bool, log hclog.Logger) (won bool, err error) {
+// Before it claims the object (creating it, filling it, or winning a recovery) a member records
+// that intent in its data dir; a member that finds the object naming it the bootstrapper, no
+// state, and that intent, crashed between the claim and saving the first configuration, and
+// bootstraps. A member that lost its data dir (no intent either) never bootstraps again, even if
+// the object names it: its cluster may live on without it.
+func (k *kubeParts) resolveCluster(ctx context.Context, storage *node.Storage, self, replacedBy string, log hclog.Logger) (won bool, err error) {
 	stored, err := storage.StoredCluster()
 	if err != nil {
 		return false, err
 	}
+	k.boot.SetBeforeClaim(func(r bootstrap.Record) error { return storage.SetIntent(r.ClusterID) })
 	if stored != "" && replacedBy == "" {
 		k.cluster = bootstrap.Record{ClusterID: stored}
 		storage.SetCluster(stored)
@@ -140,8 +143,18 @@ func (k *kubeParts) resolveCluster(ctx context.Context, storage *node.Storage, s
 				}
 				stored = ""
 			}
-			if !won && wonRecovery && rec.ClusterID == replacedBy && rec.Bootstrapper == self {
+			intent, err := storage.Intent()
+			if err != nil {
+				return false, err
+			}
+			if !won && rec.Bootstrapper == self && stored == "" && intent == rec.ClusterID {
+				log.Warn("this member claimed the bootstrap object but stopped before saving the cluster's first configuration; bootstrapping it now", "cluster", rec.ClusterID)
 				won = true
+			}
+			if !won && intent != "" {
+				if err := storage.ClearIntent(); err != nil { // a claim that lost
+					return false, err
+				}
 			}
 			k.cluster = rec
 			storage.SetCluster(rec.ClusterID)

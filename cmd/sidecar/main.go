@@ -76,7 +76,6 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 			m.shutdown(false)
 			c.continueFrom = m.store
 			c.replacedBy = rec.ClusterID
-			c.wonRecovery = rec.Bootstrapper == c.ID
 			c.termFloor = m.node.Status().Term
 			log.Info("restarting the member", "cluster", rec.ClusterID)
 		}

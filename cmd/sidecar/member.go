@@ -76,7 +76,7 @@ func startMember(ctx context.Context, c *config, log hclog.Logger, observers ...
 		if err != nil {
 			return nil, err
 		}
-		won, err := kube.resolveCluster(ctx, storage, c.ID, c.replacedBy, c.wonRecovery, log)
+		won, err := kube.resolveCluster(ctx, storage, c.ID, c.replacedBy, log)
 		stopWaiting()
 		prevStore = waiting
 		if err != nil {
@@ -107,6 +107,12 @@ func startMember(ctx context.Context, c *config, log hclog.Logger, observers ...
 	})
 	if err != nil {
 		return nil, err
+	}
+	if kube != nil {
+		// node.New saved the first configuration of a cluster this member bootstraps.
+		if err := storage.ClearIntent(); err != nil {
+			return nil, err
+		}
 	}
 	store = localapi.NewStore(n.Status())
 	if kube != nil {

@@ -144,3 +144,70 @@ func TestRecoveryDecision(t *testing.T) {
 		})
 	}
 }
+
+// The bootstrapper's crash window: it claimed the object, then died before saving the
+// cluster's first configuration. Its intent tells that apart from a lost data dir.
+func TestResolveClusterAfterACrashInTheClaimWindow(t *testing.T) {
+	self := revID("a")
+	const cluster = "k8s-x-g1-abc"
+	for _, tc := range []struct {
+		name   string
+		intent string
+		won    bool
+	}{
+		{"crashed after the claim", cluster, true},
+		{"data dir lost", "", false},
+		{"claimed another cluster, lost", "k8s-x-g1-zzz", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "boot", Namespace: revNS, ResourceVersion: "7"},
+				Data: map[string]string{bootstrap.KeyCluster: cluster, bootstrap.KeyGeneration: "1", bootstrap.KeyBootstrapper: self}}
+			client := fake.NewClientset(cm)
+			boot, err := bootstrap.New(bootstrap.Config{Client: client, Namespace: revNS, Name: "boot", Base: "k8s-x"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := node.OpenStorage(t.TempDir(), "k8s-x", self)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			if tc.intent != "" {
+				if err := st.SetIntent(tc.intent); err != nil {
+					t.Fatal(err)
+				}
+			}
+			k := &kubeParts{boot: boot}
+			won, err := k.resolveCluster(t.Context(), st, self, "", hclog.NewNullLogger())
+			if err != nil || won != tc.won || k.cluster.ClusterID != cluster {
+				t.Fatalf("resolve: won=%v cluster=%q err=%v, want won=%v in %s", won, k.cluster.ClusterID, err, tc.won, cluster)
+			}
+			if intent, _ := st.Intent(); !tc.won && intent != "" {
+				t.Fatalf("intent %q left behind after a lost claim", intent)
+			}
+		})
+	}
+}
+
+// A fresh member that creates the object records its intent before the create.
+func TestResolveClusterRecordsTheIntentBeforeClaiming(t *testing.T) {
+	self := revID("a")
+	client := fake.NewClientset()
+	boot, err := bootstrap.New(bootstrap.Config{Client: client, Namespace: revNS, Name: "boot", Base: "k8s-x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := node.OpenStorage(t.TempDir(), "k8s-x", self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	k := &kubeParts{boot: boot}
+	won, err := k.resolveCluster(t.Context(), st, self, "", hclog.NewNullLogger())
+	if err != nil || !won {
+		t.Fatalf("resolve on an empty API: won=%v err=%v", won, err)
+	}
+	if intent, err := st.Intent(); err != nil || intent != k.cluster.ClusterID {
+		t.Fatalf("intent %q (%v), want %q recorded before the create", intent, err, k.cluster.ClusterID)
+	}
+}

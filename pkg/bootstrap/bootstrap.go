@@ -100,6 +100,12 @@ type Config struct {
 	// selector).
 	Base   string
 	Logger hclog.Logger
+	// BeforeClaim, if set, is called with the record this member is about to write (create,
+	// fill or recover) that names it the bootstrapper; the write happens only if it returns
+	// nil. The sidecar records the intent durably there, so that a crash right after the
+	// write, before the member saved the cluster's first configuration, is told apart from a
+	// member that lost its data dir (which must never bootstrap again).
+	BeforeClaim func(Record) error
 }
 
 // Object is the bootstrap object of one cluster.
@@ -128,6 +134,9 @@ func New(cfg Config) (*Object, error) {
 	}
 	return &Object{cfg: cfg, log: cfg.Logger, changed: make(chan struct{})}, nil
 }
+
+// SetBeforeClaim sets Config.BeforeClaim; call it before Resolve or Recover.
+func (o *Object) SetBeforeClaim(f func(Record) error) { o.cfg.BeforeClaim = f }
 
 // Name returns the object's name.
 func (o *Object) Name() string { return o.cfg.Name }
@@ -260,7 +269,18 @@ func (o *Object) first(self string) (Record, error) {
 	if err != nil {
 		return Record{}, err
 	}
-	return Record{ClusterID: id, Generation: 1, Bootstrapper: self}, nil
+	r := Record{ClusterID: id, Generation: 1, Bootstrapper: self}
+	return r, o.beforeClaim(r)
+}
+
+func (o *Object) beforeClaim(r Record) error {
+	if o.cfg.BeforeClaim == nil {
+		return nil
+	}
+	if err := o.cfg.BeforeClaim(r); err != nil {
+		return fmt.Errorf("bootstrap: record the claim of %s: %w", r.ClusterID, err)
+	}
+	return nil
 }
 
 // Recover replaces the cluster prev with a new generation bootstrapped by self, if the object
@@ -277,7 +297,11 @@ func (o *Object) Recover(ctx context.Context, prev Record, self string) (Record,
 	if err != nil {
 		return Record{}, false, err
 	}
-	won, rec, err := o.swap(ctx, prev.ResourceVersion, Record{ClusterID: id, Generation: prev.Generation + 1, Bootstrapper: self})
+	next := Record{ClusterID: id, Generation: prev.Generation + 1, Bootstrapper: self}
+	if err := o.beforeClaim(next); err != nil {
+		return Record{}, false, err
+	}
+	won, rec, err := o.swap(ctx, prev.ResourceVersion, next)
 	if err != nil || !won {
 		if err == nil {
 			rec, err = o.Get(ctx)

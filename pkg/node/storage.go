@@ -127,6 +127,62 @@ func (s *Storage) Discard(cluster string) error {
 	return syncDir(s.dir)
 }
 
+// intentFile records the cluster id this member is about to create (or take over) as its
+// bootstrapper, before the write to the API: see Intent.
+const intentFile = "bootstrap-intent"
+
+// SetIntent durably records that this member is about to bootstrap cluster.
+func (s *Storage) SetIntent(cluster string) error {
+	if err := writeFileSync(filepath.Join(s.dir, intentFile), []byte(cluster)); err != nil {
+		return fmt.Errorf("record the bootstrap intent: %w", err)
+	}
+	return syncDir(s.dir)
+}
+
+// Intent returns the cluster id of the last SetIntent not yet cleared, or "". A member that
+// finds the object naming it the bootstrapper of that cluster, and no state for it, crashed
+// between claiming the object and saving the first configuration: it bootstraps again. One
+// without the intent (its data dir was lost) must not.
+func (s *Storage) Intent() (string, error) {
+	b, err := os.ReadFile(filepath.Join(s.dir, intentFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the bootstrap intent: %w", err)
+	}
+	return string(b), nil
+}
+
+// ClearIntent removes the intent once the first configuration is saved (or the claim lost).
+func (s *Storage) ClearIntent() error {
+	err := os.Remove(filepath.Join(s.dir, intentFile))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("clear the bootstrap intent: %w", err)
+	}
+	return syncDir(s.dir)
+}
+
+func writeFileSync(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
 // SetCluster changes the cluster whose state this storage loads and saves.
 func (s *Storage) SetCluster(cluster string) { s.cluster = cluster }
 
