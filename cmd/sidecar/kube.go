@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -180,22 +181,27 @@ func (k *kubeParts) resolveCluster(ctx context.Context, storage *node.Storage, s
 
 // run runs discovery and the labeler, and feeds every change of the pods into the member's
 // configuration and the transport's address book. It returns when ctx ends.
-func (k *kubeParts) run(ctx context.Context, m *member) {
-	go func() {
-		if err := k.disc.Run(ctx); err != nil && ctx.Err() == nil {
-			m.log.Error("kubernetes discovery stopped", "error", err)
-		}
+//
+// done is closed once run and everything it started have returned (after ctx ends), so that a
+// member restarting in-process never overlaps the old incarnation's watches and label patches.
+func (k *kubeParts) run(ctx context.Context, m *member, done chan<- struct{}) {
+	var wg sync.WaitGroup
+	defer func() {
+		wg.Wait()
+		close(done)
 	}()
-	go func() {
-		if err := k.labeler.Run(ctx); err != nil && ctx.Err() == nil {
-			m.log.Error("pod labeler stopped", "error", err)
-		}
-	}()
-	go func() {
-		if err := k.boot.Run(ctx); err != nil && ctx.Err() == nil {
-			m.log.Error("bootstrap object watch stopped", "error", err)
-		}
-	}()
+	for _, part := range []struct {
+		what string
+		run  func(context.Context) error
+	}{{"kubernetes discovery", k.disc.Run}, {"pod labeler", k.labeler.Run}, {"bootstrap object watch", k.boot.Run}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := part.run(ctx); err != nil && ctx.Err() == nil {
+				m.log.Error(part.what+" stopped", "error", err)
+			}
+		}()
+	}
 	if err := k.disc.WaitForSync(ctx); err != nil {
 		return
 	}

@@ -35,6 +35,8 @@ type member struct {
 	// replaced receives the reason once the member's cluster was replaced by a newer
 	// generation (a recovery): the member must restart to join it.
 	replaced chan bootstrap.Record
+	// kubeDone is closed when the Kubernetes parts have stopped (nil in static mode).
+	kubeDone chan struct{}
 }
 
 // replace reports that the member's cluster was replaced; the caller restarts it.
@@ -185,7 +187,8 @@ func startMember(ctx context.Context, c *config, log hclog.Logger, observers ...
 		}(s, listeners[i])
 	}
 	if kube != nil {
-		go kube.run(ctx, m)
+		m.kubeDone = make(chan struct{})
+		go kube.run(ctx, m, m.kubeDone)
 	}
 	go func() {
 		if err := n.Run(ctx, tr); err != nil {
@@ -226,6 +229,9 @@ func (m *member) shutdown(graceful bool) {
 		}
 	}
 	m.cancel()
+	if m.kubeDone != nil {
+		<-m.kubeDone
+	}
 	<-m.node.Done()
 	m.tr.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
