@@ -341,8 +341,8 @@ func (c *config) finishKubernetes() error {
 		sum := sha256.Sum256([]byte(c.Namespace + "\n" + sel.String()))
 		c.ClusterID = "k8s-" + hex.EncodeToString(sum[:6])
 	}
-	if len(c.ClusterID) > 64 || strings.ContainsFunc(c.ClusterID, func(r rune) bool { return r <= ' ' || r > '~' }) {
-		return usagef("--cluster-id %.70q must be at most 64 printable ASCII characters without spaces (in Kubernetes mode it prefixes the ids the bootstrap object hands out)", c.ClusterID)
+	if err := bootstrap.CheckBase(c.ClusterID); err != nil {
+		return usagef("--cluster-id %v (in Kubernetes mode it prefixes the ids the bootstrap object hands out)", err)
 	}
 	return nil
 }

@@ -126,8 +126,8 @@ func New(cfg Config) (*Object, error) {
 	if errs := validation.IsDNS1123Subdomain(cfg.Name); len(errs) > 0 {
 		return nil, fmt.Errorf("--bootstrap-object %q is not a ConfigMap name: %s", cfg.Name, strings.Join(errs, "; "))
 	}
-	if cfg.Base == "" || len(cfg.Base) > 64 || !printable(cfg.Base) {
-		return nil, fmt.Errorf("cluster id base (--cluster-id) %q must be 1 to 64 printable ASCII characters without spaces", cfg.Base)
+	if err := CheckBase(cfg.Base); err != nil {
+		return nil, fmt.Errorf("cluster id base (--cluster-id) %w", err)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
@@ -151,6 +151,15 @@ func (o *Object) newClusterID(gen int64) (string, error) {
 
 // ErrMalformed is wrapped by the error for an object whose data is not a valid record.
 var ErrMalformed = errors.New("malformed bootstrap object")
+
+// CheckBase checks a cluster id base: the ids handed out must pass the check every member
+// makes when it reads the object.
+func CheckBase(base string) error {
+	if base == "" || len(base) > 64 || !printable(base) {
+		return fmt.Errorf("%.70q must be 1 to 64 printable ASCII characters without spaces", base)
+	}
+	return nil
+}
 
 func printable(s string) bool {
 	return !strings.ContainsFunc(s, func(c rune) bool { return c <= ' ' || c > '~' })

@@ -525,15 +525,22 @@ func (n *Node) SetPods(ctx context.Context, pods []membership.Pod) error {
 	return nil
 }
 
+// caughtUp reports whether, as a leader sees it, member id acknowledged within window ticks
+// and holds the whole log: a learner fit to be promoted, a voter fit to take over.
+func caughtUp(rs raft.Status, id string, window uint64) bool {
+	at, acked := rs.LastAck[id]
+	return acked && rs.Now-at < window && rs.Match[id] == rs.LastIndex
+}
+
 // aliveTransferee picks the voter whose pod is alive, that holds the leader's whole log and
 // acknowledged most recently; "" if there is none.
 func (n *Node) aliveTransferee(rs raft.Status, window uint64) string {
 	best, bestAt := "", uint64(0)
 	for _, id := range rs.Config.Voters {
-		at, acked := rs.LastAck[id]
-		if id == n.cfg.ID || !acked || rs.Now-at >= window || rs.Match[id] != rs.LastIndex {
+		if id == n.cfg.ID || !caughtUp(rs, id, window) {
 			continue
 		}
+		at := rs.LastAck[id]
 		if !slices.ContainsFunc(n.alive, func(p membership.Pod) bool { return p.ID == id }) {
 			continue
 		}
@@ -585,10 +592,7 @@ func (n *Node) reconcile() {
 		Self:      n.cfg.ID,
 		Alive:     n.alive,
 		MaxVoters: n.cfg.MaxVoters,
-		CaughtUp: func(id string) bool {
-			at, acked := rs.LastAck[id]
-			return acked && rs.Now-at < window && rs.Match[id] == rs.LastIndex
-		},
+		CaughtUp:  func(id string) bool { return caughtUp(rs, id, window) },
 	})
 	if !ok {
 		n.lastRefusal = ""

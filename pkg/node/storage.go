@@ -136,7 +136,7 @@ func (s *Storage) SetIntent(cluster string) error {
 	if err := writeFileSync(filepath.Join(s.dir, intentFile), []byte(cluster)); err != nil {
 		return fmt.Errorf("record the bootstrap intent: %w", err)
 	}
-	return syncDir(s.dir)
+	return nil
 }
 
 // Intent returns the cluster id of the last SetIntent not yet cleared, or "". A member that
@@ -163,24 +163,29 @@ func (s *Storage) ClearIntent() error {
 	return syncDir(s.dir)
 }
 
+// writeFileSync replaces path atomically and durably: it writes a temporary file, fsyncs it,
+// renames it over path and fsyncs the directory, so a crash leaves the old or the new content.
 func writeFileSync(path string, b []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
+	defer os.Remove(tmp.Name()) // no-op after the rename
 	if _, err := tmp.Write(b); err != nil {
 		tmp.Close()
 		return err
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return err
+		return fmt.Errorf("fsync: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
 }
 
 // SetCluster changes the cluster whose state this storage loads and saves.
@@ -220,26 +225,7 @@ func (s *Storage) Save(hs raft.HardState, log raft.LogState) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(s.dir, stateFile+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("save state: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save state: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save state: fsync: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("save state: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(s.dir, stateFile)); err != nil {
-		return fmt.Errorf("save state: %w", err)
-	}
-	if err := syncDir(s.dir); err != nil {
+	if err := writeFileSync(filepath.Join(s.dir, stateFile), b); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
 	return nil

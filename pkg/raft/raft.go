@@ -617,14 +617,19 @@ func (r *Raft) sendAppend(id string, rd uint64) {
 	r.send(m)
 }
 
-func (r *Raft) maybeRenewLease(rd *round) {
+// backedBy reports whether a majority of voters acknowledged rd.
+func (rd *round) backedBy(voters map[string]bool) bool {
 	n := 0
 	for id := range rd.acks {
-		if r.voters[id] {
+		if voters[id] {
 			n++
 		}
 	}
-	if n < r.quorum() {
+	return n >= len(voters)/2+1
+}
+
+func (r *Raft) maybeRenewLease(rd *round) {
+	if !rd.backedBy(r.voters) {
 		return
 	}
 	if rd.sent > r.quorumTick {
@@ -1032,15 +1037,8 @@ func (r *Raft) ProposeConfChange(cc ConfChange) error {
 // leaseUnder computes the leader's lease, reported lease and newest quorum tick from the
 // rounds it still tracks, counting only the given voters.
 func (r *Raft) leaseUnder(voters map[string]bool) (lease, app, quorumTick uint64) {
-	q := len(voters)/2 + 1
 	for _, rd := range r.rounds {
-		n := 0
-		for id := range rd.acks {
-			if voters[id] {
-				n++
-			}
-		}
-		if n >= q {
+		if rd.backedBy(voters) {
 			quorumTick = max(quorumTick, rd.sent)
 			lease = max(lease, rd.sent+uint64(r.leaseTicks))
 			app = max(app, rd.sent+uint64(r.appLeaseTicks))
@@ -1161,8 +1159,9 @@ func (s Status) HoldsLease() bool { return s.State == StateLeader && s.Now < s.L
 func (r *Raft) Status() Status {
 	s := Status{ID: r.id, Term: r.term, Vote: r.vote, State: r.state, Leader: r.lead, Now: r.now,
 		ConfigIndex: r.confIndex, Commit: r.log.commit, LastIndex: r.log.lastIndex()}
+	// Configurations are never changed in place (the log copies what it appends), so the
+	// status may share the log's: Status runs on every tick.
 	s.Config, _ = r.log.config()
-	s.Config = s.Config.Clone()
 	if r.state == StateLeader {
 		s.TermCommitted = r.log.commit >= r.termStart
 		s.Match = make(map[string]uint64, len(r.prs))
