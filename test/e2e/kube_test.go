@@ -298,25 +298,33 @@ func TestKubeTwoApplicationsNeverExchangeVotes(t *testing.T) {
 	// transport checks the recipient before the member checks the cluster id: a message for
 	// web-3 reaching other-0 is refused as misdirected (421) before its cluster id (403) is
 	// looked at; either refusal changes nothing in other-0.
+	// web-3 becomes a member (a learner the leader sends heartbeats to) once web's current
+	// leader has added it, which the kills above may have delayed: wait for the refusals.
 	o0 := other.Index("other-0")
-	var refused, seen float64
-	var codes []string
-	for _, code := range []string{"403", "421"} {
-		v, err := other.Metric(o0, "raft_elector_rpc_served_total", map[string]string{"code": code})
-		if err != nil {
-			t.Fatal(err)
-		}
-		refused += v
-		var s float64
-		for i := range web.Cluster.Members {
-			w, err := web.Metric(i, "raft_elector_rpc_requests_total", map[string]string{"code": code})
+	count := func() (refused, seen float64, codes []string) {
+		for _, code := range []string{"403", "421"} {
+			v, err := other.Metric(o0, "raft_elector_rpc_served_total", map[string]string{"code": code})
 			if err != nil {
 				t.Fatal(err)
 			}
-			s += w
+			refused += v
+			var s float64
+			for i := range web.Cluster.Members {
+				w, err := web.Metric(i, "raft_elector_rpc_requests_total", map[string]string{"code": code})
+				if err != nil {
+					t.Fatal(err)
+				}
+				s += w
+			}
+			seen += s
+			codes = append(codes, fmt.Sprintf("%s: other-0 answered %v, web's members received %v", code, v, s))
 		}
-		seen += s
-		codes = append(codes, fmt.Sprintf("%s: other-0 answered %v, web's members received %v", code, v, s))
+		return refused, seen, codes
+	}
+	refused, seen, codes := count()
+	for deadline := time.Now().Add(10 * time.Second); (refused == 0 || seen == 0) && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		refused, seen, codes = count()
 	}
 	other.Cluster.Logf("refusals of web's messages to web-3's address: %s", strings.Join(codes, "; "))
 	if refused == 0 || seen == 0 {
