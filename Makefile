@@ -8,7 +8,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /test/e2e -e /test/kubeenv -e /test/kube/)
 KUBE_PKGS = ./test/kubeenv/ ./test/kube/...
 
-.PHONY: all build test fmt-check vet unit e2e kube-env kube-test demo bench bench-quick fuzz clean
+.PHONY: all build image test fmt-check vet unit e2e kube-env kube-test demo bench bench-quick fuzz clean
 
 all: build
 
@@ -17,7 +17,8 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/sidecar
 
 ## test: everything CI runs: formatting, vet, unit tests with the race detector (fuzz seed
-## corpora included), and the multi-process suite against real raft-elector processes.
+## corpora included; test/image checks the Dockerfile and the static binary), the suites
+## against a real kube-apiserver, and the multi-process suite against real raft-elector processes.
 test: fmt-check vet unit kube-test e2e
 
 fmt-check:
@@ -66,3 +67,8 @@ fuzz:
 
 clean:
 	rm -rf bin .cache/kube
+
+## image: the container image (needs a Docker engine; CI checks its properties without one,
+## see docs/image.md).
+image:
+	docker build --build-arg VERSION=$(VERSION) -t raft-elector:$(VERSION) .

@@ -20,6 +20,7 @@ import (
 	"github.com/raft-elector/raft-elector/pkg/discovery"
 	"github.com/raft-elector/raft-elector/pkg/localapi"
 	"github.com/raft-elector/raft-elector/pkg/raft"
+	"github.com/raft-elector/raft-elector/pkg/transport"
 )
 
 // Defaults of the command line, named so the docs and the chart can refer to them.
@@ -36,7 +37,20 @@ const (
 	DefaultFollowerValue     = "follower"
 	DefaultLogLevel          = "info"
 	DefaultLogFormat         = "text"
+	DefaultAuthMaxSkew       = transport.DefaultMaxClockSkew
 	envPrefix                = "RAFT_ELECTOR_"
+)
+
+// Bounds of --auth-max-skew. Below a second, requests would expire in flight on a loaded
+// node; above ten minutes a captured request stays replayable (to a member that restarted and
+// lost its replay cache) for needlessly long.
+const (
+	minAuthMaxSkew = time.Second
+	maxAuthMaxSkew = 10 * time.Minute
+	// replayLoadFactor is how many requests per heartbeat interval a member is assumed to
+	// receive at most (its leader's heartbeats, catch-up appends, votes), with a wide margin;
+	// each is remembered for up to twice the skew window.
+	replayLoadFactor = 8
 )
 
 // config is the validated configuration of one member.
@@ -66,6 +80,13 @@ type config struct {
 	LogLevel          string
 	LogFormat         string
 	AuthSecretFile    string
+	AuthMaxSkew       time.Duration
+	// AuthAcceptUnsigned is the transition mode for turning authentication on or off in a
+	// running cluster: sign, verify signatures present, accept unsigned messages.
+	AuthAcceptUnsigned bool
+	// AuthKeys is the opened --auth-secret-file (nil without one): validated at parse time,
+	// re-read while the member runs.
+	AuthKeys *transport.KeyFile
 	// MaxVoters caps the voters (Kubernetes mode: the rest are learners).
 	MaxVoters int
 	// BootstrapObject is the ConfigMap that decides who bootstraps (Kubernetes mode).
@@ -122,10 +143,6 @@ func parseMemberFlags(args []string, getenv func(string) string, stderr io.Write
 	fs.SetOutput(io.Discard)
 	c := &config{}
 	podIP := getenv("POD_IP")
-	advertiseDefault := ""
-	if podIP != "" {
-		advertiseDefault = net.JoinHostPort(podIP, DefaultPeerPort)
-	}
 	fs.StringVar(&c.ID, "id", getenv("POD_NAME"), "this member's id; in Kubernetes mode the pod name (default $POD_NAME)")
 	fs.StringVar(&c.PodUID, "pod-uid", getenv("POD_UID"), "kubernetes discovery: this pod's UID, part of the member identity (default $POD_UID)")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubernetes discovery: kubeconfig file (default: the in-cluster service account)")
@@ -135,7 +152,7 @@ func parseMemberFlags(args []string, getenv func(string) string, stderr io.Write
 	fs.StringVar(&c.Namespace, "namespace", getenv("POD_NAMESPACE"), "kubernetes discovery: namespace of the pods (default $POD_NAMESPACE)")
 	fs.StringVar(&c.Selector, "selector", "", "kubernetes discovery: label selector of the pods that form one cluster")
 	fs.StringVar(&c.PeerAddr, "peer-addr", DefaultPeerAddr, "listen address of the peer protocol")
-	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", advertiseDefault, "address peers reach this member at (default $POD_IP:"+DefaultPeerPort+")")
+	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", "", "address peers reach this member at (default $POD_IP and the port of --peer-addr)")
 	fs.StringVar(&c.LocalAddr, "local-addr", DefaultLocalAddr, "listen address of the local API (GET /leader)")
 	fs.StringVar(&c.OpsAddr, "ops-addr", DefaultOpsAddr, "listen address of /metrics, /healthz, /readyz")
 	fs.StringVar(&c.DataDir, "data-dir", DefaultDataDir, "directory of the durable term and vote")
@@ -148,7 +165,9 @@ func parseMemberFlags(args []string, getenv func(string) string, stderr io.Write
 	fs.StringVar(&c.FollowerValue, "follower-label-value", DefaultFollowerValue, "label value of the other pods")
 	fs.StringVar(&c.LogLevel, "log-level", DefaultLogLevel, "trace, debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", DefaultLogFormat, "text or json")
-	fs.StringVar(&c.AuthSecretFile, "auth-secret-file", "", "file holding the key that authenticates peer requests")
+	fs.StringVar(&c.AuthSecretFile, "auth-secret-file", "", "file of peer authentication keys, one per line: the first signs, all are accepted; re-read when it changes (docs/security.md)")
+	fs.BoolVar(&c.AuthAcceptUnsigned, "auth-accept-unsigned", false, "with --auth-secret-file: also accept unsigned peer requests and replies; only while turning authentication on or off in a running cluster (docs/security.md)")
+	fs.DurationVar(&c.AuthMaxSkew, "auth-max-skew", DefaultAuthMaxSkew, "with --auth-secret-file: how far a signed request's timestamp may lie from this member's clock; older ones are refused as replays")
 	fs.IntVar(&c.MaxVoters, "max-voters", 5, "kubernetes discovery: the most voters the leader promotes; other members are learners")
 	fs.StringVar(&c.BootstrapObject, "bootstrap-object", "", "kubernetes discovery: ConfigMap that decides which pod bootstraps the cluster (default raft-elector-<hash of namespace and selector>)")
 	fs.DurationVar(&c.RecoverAfter, "recover-after", 0, "kubernetes discovery: how long a member waits without a leader, once a majority of voters' pods are gone, before it starts a new cluster generation (default 10 election timeouts)")
@@ -166,6 +185,15 @@ func parseMemberFlags(args []string, getenv func(string) string, stderr io.Write
 	}
 	if err := applyEnv(fs, getenv); err != nil {
 		return nil, err
+	}
+	if c.AdvertiseAddr == "" && podIP != "" {
+		// The pod's address at the port this member listens on: --peer-addr=:5041 alone must
+		// not advertise the default port.
+		port := DefaultPeerPort
+		if _, p, err := net.SplitHostPort(c.PeerAddr); err == nil && p != "" && p != "0" {
+			port = p
+		}
+		c.AdvertiseAddr = net.JoinHostPort(podIP, port)
 	}
 	if c.Discovery == "" {
 		c.Discovery = "kubernetes"
@@ -271,16 +299,38 @@ func (c *config) finish(peers string) error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return usagef("--log-format must be text or json, not %q", c.LogFormat)
 	}
-	if c.AuthSecretFile != "" {
-		b, err := os.ReadFile(c.AuthSecretFile)
-		if err != nil {
-			return usagef("--auth-secret-file: %v", err)
-		}
-		if len(strings.TrimSpace(string(b))) < 16 {
-			return usagef("--auth-secret-file %s holds fewer than 16 bytes; use a long random key", c.AuthSecretFile)
-		}
-		return usagef("--auth-secret-file: peer authentication is not available in this build yet")
+	return c.finishAuth()
+}
+
+// finishAuth validates peer authentication: the key file is read and parsed now, so a member
+// never starts with keys it cannot use.
+func (c *config) finishAuth() error {
+	if c.AuthMaxSkew == 0 { // as with the other durations, zero means the default
+		c.AuthMaxSkew = DefaultAuthMaxSkew
 	}
+	if c.AuthSecretFile == "" {
+		if c.AuthMaxSkew != DefaultAuthMaxSkew {
+			return usagef("--auth-max-skew has no effect without --auth-secret-file")
+		}
+		if c.AuthAcceptUnsigned {
+			return usagef("--auth-accept-unsigned needs --auth-secret-file: a member without keys accepts unsigned messages anyway")
+		}
+		return nil
+	}
+	if c.AuthMaxSkew < minAuthMaxSkew || c.AuthMaxSkew > maxAuthMaxSkew {
+		return usagef("--auth-max-skew %v must be between %v and %v", c.AuthMaxSkew, minAuthMaxSkew, maxAuthMaxSkew)
+	}
+	// The replay cache remembers each request for up to twice the window and refuses requests
+	// when full; it must hold what a member receives in that time with room to spare.
+	if limit := time.Duration(transport.DefaultReplayCacheSize) * c.HeartbeatInterval / (2 * replayLoadFactor); c.AuthMaxSkew > limit {
+		return usagef("--auth-max-skew %v is too long for --heartbeat-interval %v: the replay cache could fill up; use at most %v",
+			c.AuthMaxSkew, c.HeartbeatInterval, limit.Truncate(time.Second))
+	}
+	keys, err := transport.OpenKeyFile(c.AuthSecretFile)
+	if err != nil {
+		return usagef("--auth-secret-file: %v", err)
+	}
+	c.AuthKeys = keys
 	return nil
 }
 

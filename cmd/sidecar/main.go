@@ -29,6 +29,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		switch args[0] {
 		case "demo":
 			return runDemo(args[1:], stdout, stderr)
+		case "watch":
+			return runWatch(args[1:], stdout, stderr)
 		case "version", "--version":
 			fmt.Fprintln(stdout, "raft-elector", version)
 			return 0

@@ -37,6 +37,9 @@ type member struct {
 	replaced chan bootstrap.Record
 	// kubeDone is closed when the Kubernetes parts have stopped (nil in static mode).
 	kubeDone chan struct{}
+	// keysDone is closed when the key file's reload loop has stopped (nil without
+	// --auth-secret-file).
+	keysDone chan struct{}
 }
 
 // replace reports that the member's cluster was replaced; the caller restarts it.
@@ -125,12 +128,19 @@ func startMember(ctx context.Context, c *config, log hclog.Logger, observers ...
 	}
 	m.node, m.store, m.metrics = n, store, mx
 	mx.Observe(n.Status())
+	var keys transport.KeySource // a nil *KeyFile must not become a non-nil interface
+	if c.AuthKeys != nil {
+		keys = c.AuthKeys
+	}
 	tr, err := transport.NewHTTP(transport.HTTPConfig{
-		ID:         c.ID,
-		Handler:    n,
-		RPCTimeout: rpcTimeout(c),
-		Logger:     log.Named("transport"),
-		Observer:   mx,
+		ID:             c.ID,
+		Handler:        n,
+		RPCTimeout:     rpcTimeout(c),
+		Logger:         log.Named("transport"),
+		Observer:       mx,
+		Keys:           keys,
+		MaxClockSkew:   c.AuthMaxSkew,
+		AcceptUnsigned: c.AuthAcceptUnsigned,
 	})
 	if err != nil {
 		return nil, err
@@ -190,6 +200,18 @@ func startMember(ctx context.Context, c *config, log hclog.Logger, observers ...
 		m.kubeDone = make(chan struct{})
 		go kube.run(ctx, m, m.kubeDone)
 	}
+	if c.AuthKeys != nil {
+		transport.LogKeys(log.Named("transport"), "peer authentication on", c.AuthKeys.Keys(),
+			"file", c.AuthKeys.Path(), "max_skew", c.AuthMaxSkew, "accept_unsigned", c.AuthAcceptUnsigned)
+		if c.AuthAcceptUnsigned {
+			log.Warn("--auth-accept-unsigned is set: peer messages are signed but unsigned ones are accepted too, which protects nothing; remove the flag once every member has --auth-secret-file")
+		}
+		m.keysDone = make(chan struct{})
+		go func() {
+			defer close(m.keysDone)
+			c.AuthKeys.Run(ctx, transport.DefaultKeyReloadInterval, log.Named("transport"))
+		}()
+	}
 	go func() {
 		if err := n.Run(ctx, tr); err != nil {
 			select {
@@ -199,7 +221,7 @@ func startMember(ctx context.Context, c *config, log hclog.Logger, observers ...
 		}
 	}()
 	log.Info("member started", "id", c.ID, "cluster", cluster, "bootstrapped", len(voters) > 0, "peers", len(c.Peers),
-		"peer_addr", c.PeerAddr, "local_addr", c.LocalAddr, "ops_addr", c.OpsAddr)
+		"peer_addr", c.PeerAddr, "local_addr", c.LocalAddr, "ops_addr", c.OpsAddr, "peer_auth", c.AuthKeys != nil)
 	return m, nil
 }
 
@@ -232,6 +254,9 @@ func (m *member) shutdown(graceful bool) {
 	if m.kubeDone != nil {
 		<-m.kubeDone
 	}
+	if m.keysDone != nil {
+		<-m.keysDone
+	}
 	<-m.node.Done()
 	m.tr.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -247,7 +272,7 @@ func (m *member) shutdown(graceful bool) {
 // serveWhileWaiting serves the three addresses while the member waits for the API server to
 // tell it its cluster: /healthz says it is alive (so a liveness probe does not restart a
 // member that is only waiting), /readyz and /leader that it is not ready and knows no leader,
-// and peers get 503. The returned function stops them and frees the addresses.
+// /metrics the member's metrics at their starting values, and peers get 503. The returned function stops them and frees the addresses.
 func serveWhileWaiting(c *config, log hclog.Logger) (store *localapi.Store, stop func(), err error) {
 	store = localapi.NewStore(node.Status{ID: c.ID, State: raft.StateLearner, Term: c.termFloor}).WithNames(discovery.NameOf)
 	if c.continueFrom != nil {
@@ -257,6 +282,11 @@ func serveWhileWaiting(c *config, log hclog.Logger) (store *localapi.Store, stop
 	ops.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok: waiting for the bootstrap object")
 	})
+	// Metrics too, so a member stuck waiting is visible to the alerts (is_leader 0, state
+	// learner) rather than a failed scrape.
+	mx := metrics.New("")
+	mx.Observe(node.Status{ID: c.ID, State: raft.StateLearner, Term: c.termFloor})
+	ops.Handle("GET /metrics", mx.Handler())
 	ops.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "not ready: waiting for the API server to name this member's cluster", http.StatusServiceUnavailable)
 	})

@@ -40,11 +40,14 @@ type Metrics struct {
 	served        *prometheus.CounterVec
 	drops         *prometheus.CounterVec
 
-	mu     sync.Mutex
-	last   node.Status
-	seen   bool
-	name   string
-	voters int
+	mu   sync.Mutex
+	last node.Status
+	seen bool
+	name string
+	// leader and leaderTerm are the last leadership this member knew (a leader and its term):
+	// leader_changes_total counts new ones, not the gaps in between.
+	leader     string
+	leaderTerm uint64
 }
 
 // New registers a member's metrics. name is the election's name for
@@ -60,7 +63,7 @@ func New(name string) *Metrics {
 	m.state = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "state",
 		Help: "1 for the member's current role, 0 for the others."}, []string{"state"})
 	m.leaderChanges = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "leader_changes_total",
-		Help: "Times the leader this member knows changed (to another member or to none)."})
+		Help: "Leaderships this member learned of: a leader it did not know before, or the same member leading in a newer term. A failover counts once on every member that sees it."})
 	m.elections = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "elections_total",
 		Help: "Elections this member ran, by result: won, lost (stepped down without winning), prevote_failed."}, []string{"result"})
 	m.peers = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "peers",
@@ -122,6 +125,13 @@ func (m *Metrics) Observe(st node.Status) {
 	m.mu.Lock()
 	old, seen := m.last, m.seen
 	m.last, m.seen = st, true
+	// A leadership is a leader and its term. Losing sight of the leader for a while (an
+	// election timeout, a pre-vote) and hearing from it again in the same term is no change;
+	// so a failover counts once, not once for the loss and once for the successor.
+	newLeadership := st.Leader != "" && (st.Leader != m.leader || st.Term != m.leaderTerm)
+	if st.Leader != "" {
+		m.leader, m.leaderTerm = st.Leader, st.Term
+	}
 	m.mu.Unlock()
 
 	m.term.Set(float64(st.Term))
@@ -138,7 +148,7 @@ func (m *Metrics) Observe(st node.Status) {
 	if !seen {
 		return
 	}
-	if st.Leader != old.Leader {
+	if newLeadership {
 		m.leaderChanges.Inc()
 	}
 	switch {

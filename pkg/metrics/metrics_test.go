@@ -64,3 +64,40 @@ func TestMetricsFollowTheMembersState(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaderChangesCountLeaderships: a leadership is a leader and its term. A failover counts
+// once on a member that sees it (not once for losing the leader and once for the successor),
+// losing sight of the leader and hearing from it again in the same term counts nothing, and
+// the same member leading again in a newer term counts.
+func TestLeaderChangesCountLeaderships(t *testing.T) {
+	m := New("c1")
+	steps := []struct {
+		st   node.Status
+		want float64
+	}{
+		{node.Status{ID: "b", State: raft.StateFollower}, 0},
+		{node.Status{ID: "b", Term: 1, State: raft.StateFollower, Leader: "a"}, 1},
+		// a's heartbeats stop: b pre-votes, hears from a again in the same term.
+		{node.Status{ID: "b", Term: 1, State: raft.StatePreCandidate}, 1},
+		{node.Status{ID: "b", Term: 1, State: raft.StateFollower, Leader: "a"}, 1},
+		// a dies: b pre-votes, campaigns and wins.
+		{node.Status{ID: "b", Term: 1, State: raft.StatePreCandidate}, 1},
+		{node.Status{ID: "b", Term: 2, State: raft.StateCandidate}, 1},
+		{node.Status{ID: "b", Term: 2, State: raft.StateLeader, Leader: "b"}, 2},
+		// b loses its majority and steps down, then wins again in a newer term.
+		{node.Status{ID: "b", Term: 2, State: raft.StateFollower}, 2},
+		{node.Status{ID: "b", Term: 3, State: raft.StateLeader, Leader: "b"}, 3},
+		// c takes over in term 4.
+		{node.Status{ID: "b", Term: 4, State: raft.StateFollower}, 3},
+		{node.Status{ID: "b", Term: 4, State: raft.StateFollower, Leader: "c"}, 4},
+	}
+	for i, s := range steps {
+		m.Observe(s.st)
+		if got := testutil.ToFloat64(m.leaderChanges); got != s.want {
+			t.Fatalf("step %d (%s term %d leader %q): leader_changes_total %v, want %v", i, s.st.State, s.st.Term, s.st.Leader, got, s.want)
+		}
+	}
+	if got := testutil.ToFloat64(m.elections.WithLabelValues("won")); got != 2 {
+		t.Errorf("elections won %v, want 2", got)
+	}
+}

@@ -167,6 +167,13 @@ type Node struct {
 	lastRefusal   string
 	nextReconcile uint64
 
+	// claiming is whether the member held the reported lease when publish last looked, and
+	// leaseLostTerm the term in which it last logged losing it without a change of role: a
+	// lease can lapse with time alone (no majority acknowledged a round in time, or the
+	// process was paused), and the log says so once, and once more when it comes back.
+	claiming      bool
+	leaseLostTerm uint64
+
 	start    time.Time
 	status   atomic.Pointer[Status]
 	lastLoop atomic.Int64 // unix nanos of the last loop iteration (for /healthz)
@@ -447,17 +454,28 @@ func (n *Node) makeStatus() Status {
 	return st
 }
 
+// publish stores the member's status, logs what changed and tells the observers. It runs on
+// every loop iteration: the log has one info line per change of role, term, leader or handover,
+// and one when the reported lease lapses or comes back while the role stays, never one per
+// heartbeat.
 func (n *Node) publish() {
+	now := time.Now()
 	st := n.makeStatus()
-	old := n.status.Load()
-	if sameStatus(*old, st) {
+	old := *n.status.Load()
+	changed := !sameStatus(old, st)
+	if !changed {
+		st = old
+	}
+	roleChanged := old.State != st.State || old.Term != st.Term || old.Leader != st.Leader || old.Transferring != st.Transferring
+	if roleChanged {
+		n.log.Info("state changed", "state", st.State.String(), "term", st.Term, "leader", st.Leader,
+			"from_state", old.State.String(), "reason", reason(old, st))
+	}
+	n.logLease(st, now, roleChanged)
+	if !changed {
 		return
 	}
 	n.status.Store(&st)
-	if old.State != st.State || old.Term != st.Term || old.Leader != st.Leader || old.Transferring != st.Transferring {
-		n.log.Info("state changed", "state", st.State.String(), "term", st.Term, "leader", st.Leader,
-			"from_state", old.State.String(), "reason", reason(*old, st))
-	}
 	if old.ConfigIndex != st.ConfigIndex || !old.Config.Equal(st.Config) {
 		n.log.Info("configuration changed", "voters", st.Config.Voters, "learners", st.Config.Learners,
 			"index", st.ConfigIndex, "committed", st.ConfigIndex <= st.Commit, "term", st.Term)
@@ -473,6 +491,31 @@ func (n *Node) publish() {
 	}
 }
 
+// logLease logs the reported lease lapsing or coming back while the member keeps leading in
+// the same term. A lease lost together with a change of role (stepping down, handing over) is
+// told by that change's line; the first lease of a term follows "won the election" within a
+// heartbeat round and is logged at debug level only.
+func (n *Node) logLease(st Status, now time.Time, roleChanged bool) {
+	held := st.HoldsLease(now)
+	if held == n.claiming {
+		return
+	}
+	n.claiming = held
+	switch {
+	case held && n.leaseLostTerm == st.Term:
+		n.leaseLostTerm = 0
+		n.log.Info("lease regained", "state", st.State.String(), "term", st.Term, "leader", st.Leader,
+			"reason", "a majority acknowledged a heartbeat round again")
+	case held:
+		n.leaseLostTerm = 0
+		n.log.Debug("lease acquired", "term", st.Term, "until", st.LeaseExpiresAt.Sub(now).Round(time.Millisecond))
+	case !roleChanged:
+		n.leaseLostTerm = st.Term
+		n.log.Info("lease lost", "state", st.State.String(), "term", st.Term, "leader", st.Leader,
+			"reason", "no heartbeat round acknowledged by a majority within the reported lease (slow or unreachable peers, or this process was paused)")
+	}
+}
+
 func sameStatus(a, b Status) bool {
 	return a.ID == b.ID && a.Term == b.Term && a.State == b.State && a.Leader == b.Leader &&
 		a.LeaseExpiresAt.Equal(b.LeaseExpiresAt) && a.ProtocolLeaseExpiresAt.Equal(b.ProtocolLeaseExpiresAt) &&
@@ -480,22 +523,54 @@ func sameStatus(a, b Status) bool {
 		a.ConfigIndex == b.ConfigIndex && a.Commit == b.Commit && a.Config.Equal(b.Config)
 }
 
+// reason says why the member's role, term or leader changed from old to st, for the log. The
+// core does not report its reasons; they follow from the pair of states (raft.go: tickLeader,
+// campaign, tally, handleAppend and the term rules).
 func reason(old, st Status) string {
+	wasCampaigning := old.State == raft.StatePreCandidate || old.State == raft.StateCandidate
 	switch {
 	case st.Transferring && !old.Transferring:
 		return "handing over leadership"
-	case st.Term > old.Term && st.State == raft.StateCandidate:
-		return "election timeout: campaigning"
-	case st.State == raft.StatePreCandidate:
-		return "election timeout: pre-vote"
 	case st.State == raft.StateLeader && old.State != raft.StateLeader:
 		return "won the election"
-	case old.State == raft.StateLeader && st.Term == old.Term:
-		return "lost quorum (check-quorum) or gave up a transfer"
+	case old.State == raft.StateLeader && st.Term > old.Term:
+		return "stepped down: saw a higher term"
+	case old.State == raft.StateLeader && old.Transferring:
+		return "stepped down: the handover found no successor within an election timeout"
+	case old.State == raft.StateLeader && st.State == raft.StateLearner:
+		return "stepped down: no longer a voter"
+	case old.State == raft.StateLeader:
+		return "stepped down: no majority acknowledged a heartbeat round for an election timeout (check-quorum)"
+	case st.State == raft.StateCandidate && old.State == raft.StatePreCandidate:
+		return "won the pre-vote: campaigning"
+	case st.State == raft.StateCandidate && old.State == raft.StateCandidate:
+		return "election timeout without a winner: campaigning again"
+	case st.State == raft.StateCandidate && old.Leader != "":
+		return "asked by the leader to take over (timeout-now)"
+	case st.State == raft.StateCandidate:
+		return "election timeout: campaigning"
+	case st.State == raft.StatePreCandidate && wasCampaigning:
+		return "election timeout without a winner: pre-vote again"
+	case st.State == raft.StatePreCandidate && old.Leader != "":
+		return "no heartbeat from the leader for an election timeout: pre-vote"
+	case st.State == raft.StatePreCandidate:
+		return "election timeout: pre-vote"
+	case st.State == raft.StateLearner && old.State != raft.StateLearner:
+		return "no longer a voter: now a learner"
+	case old.State == raft.StateLearner && st.State != raft.StateLearner:
+		return "promoted to voter"
+	case st.Term > old.Term && st.Leader != "":
+		return "heard from the leader of a newer term"
 	case st.Term > old.Term:
 		return "saw a higher term"
-	case st.Leader != old.Leader && st.Leader != "":
+	case st.Leader != "" && st.Leader != old.Leader:
 		return "heard from the leader"
+	case old.State == raft.StatePreCandidate:
+		return "pre-vote refused by a majority"
+	case old.State == raft.StateCandidate:
+		return "vote refused by a majority"
+	case st.Leader == "" && old.Leader != "":
+		return "no heartbeat from the leader for an election timeout"
 	}
 	return "role change"
 }

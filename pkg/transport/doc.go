@@ -29,13 +29,24 @@
 //   - After Close returns, no goroutine of the transport is left and the transport never calls
 //     Handler.Step again: in-flight calls have been cancelled through their context and waited
 //     for. Handler.Step must therefore return once its context is cancelled.
+//   - With keys (HTTPConfig.Keys, a KeyFile), peer messages are authenticated (auth.go has the
+//     exact format; docs/security.md the operations): every request is signed with HMAC-SHA256
+//     over its method, path, a timestamp, a random nonce and its body, and a request that is
+//     not validly signed by a key the member holds, whose timestamp lies outside the clock-skew
+//     window, or that was seen before is refused with 401 before its body is decoded, so it
+//     reaches neither Handler.Step nor any state. Replies are signed and bound to the
+//     request's nonce; the client uses a reply only if its signature is valid. The replay cache
+//     is bounded and fails closed. The first key signs and every key verifies, so keys rotate
+//     without downtime, and a KeyFile is re-read while the member runs. The transition mode
+//     (HTTPConfig.AcceptUnsigned), for turning authentication on or off in a running cluster,
+//     also accepts messages that carry no signature at all, and so protects nothing while set.
 //
 // # What it does not guarantee
 //
 // Delivery: messages are dropped on overflow, timeouts and partitions, and the protocol is
 // built to tolerate that. Exactly-once: a request whose reply timed out may still have been
-// processed by the peer. Order across peers. Authentication: requests are not yet signed, so
-// the peer port must only be reachable by the cluster's own pods (a NetworkPolicy) until
-// request signing lands. Requests are built in one function and bodies read in one place, so
-// that signing and verifying the body slot in without touching the rest.
+// processed by the peer. Order across peers. Confidentiality: messages are signed, not
+// encrypted (they hold ids and terms, no secrets). Authorization among key holders: anyone with
+// a key can speak for any member id of the cluster. Without keys, nothing is authenticated and
+// the peer port must only be reachable by the cluster's own pods (a NetworkPolicy).
 package transport

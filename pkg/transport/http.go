@@ -47,6 +47,29 @@ type HTTPConfig struct {
 
 	// Observer receives per-RPC events for metrics. Nil means none.
 	Observer Observer
+
+	// Keys, when set, turns peer authentication on (docs/security.md): every request is
+	// signed with the first key, a request without a valid signature by one of the keys is
+	// refused with 401 before anything in it is read, and a reply is used only if it is
+	// signed and bound to its request. Keys is consulted on every RPC, so a KeyFile's reloads
+	// take effect at once. Nil means no authentication: nothing is signed or required.
+	Keys KeySource
+
+	// MaxClockSkew is how far a signed request's timestamp may lie from this member's wall
+	// clock; older requests are refused as possible replays. Zero means DefaultMaxClockSkew.
+	MaxClockSkew time.Duration
+
+	// ReplayCacheSize bounds how many recent requests are remembered to refuse replays; when
+	// it is full of unexpired entries further requests are refused (503). Zero means
+	// DefaultReplayCacheSize.
+	ReplayCacheSize int
+
+	// AcceptUnsigned is the transition mode for turning authentication on or off in a running
+	// cluster (docs/security.md), and gives no protection while set: with Keys, every request
+	// is still signed and every signature present is verified (a bad one is refused), but a
+	// request without a signature is served and a reply without one is used, so that members
+	// without keys and members with keys can talk. Requires Keys.
+	AcceptUnsigned bool
 }
 
 // HTTP is the HTTP/JSON transport: a client that sends the local member's requests to its
@@ -71,6 +94,9 @@ type HTTP struct {
 
 	misuseLogged atomic.Bool // a caller bug is logged once, then only counted
 	serverLog    logLimiter
+
+	// auth signs and verifies peer messages; nil when authentication is off.
+	auth *authenticator
 
 	mu     sync.RWMutex
 	closed bool
@@ -97,8 +123,29 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	if cfg.Handler == nil {
 		return nil, errors.New("transport: no handler for received messages")
 	}
-	if cfg.RPCTimeout < 0 || cfg.QueueSize < 0 {
-		return nil, fmt.Errorf("transport: RPC timeout (%v) and queue size (%d) must not be negative", cfg.RPCTimeout, cfg.QueueSize)
+	if cfg.RPCTimeout < 0 || cfg.QueueSize < 0 || cfg.MaxClockSkew < 0 || cfg.ReplayCacheSize < 0 {
+		return nil, fmt.Errorf("transport: RPC timeout (%v), queue size (%d), clock skew (%v) and replay cache size (%d) must not be negative",
+			cfg.RPCTimeout, cfg.QueueSize, cfg.MaxClockSkew, cfg.ReplayCacheSize)
+	}
+	if cfg.AcceptUnsigned && cfg.Keys == nil {
+		return nil, errors.New("transport: accepting unsigned messages is a mode of authentication, which needs keys")
+	}
+	var auth *authenticator
+	if cfg.Keys != nil {
+		if k := cfg.Keys.Keys(); k == nil || len(k.keys) == 0 {
+			return nil, errors.New("transport: the key source holds no key")
+		}
+		if cfg.MaxClockSkew == 0 {
+			cfg.MaxClockSkew = DefaultMaxClockSkew
+		}
+		if cfg.MaxClockSkew < time.Second {
+			return nil, fmt.Errorf("transport: clock skew window %v is under a second: requests would expire in flight", cfg.MaxClockSkew)
+		}
+		if cfg.ReplayCacheSize == 0 {
+			cfg.ReplayCacheSize = DefaultReplayCacheSize
+		}
+		auth = newAuthenticator(cfg.Keys, cfg.MaxClockSkew, cfg.ReplayCacheSize)
+		auth.acceptUnsigned = cfg.AcceptUnsigned
 	}
 	if cfg.RPCTimeout == 0 {
 		cfg.RPCTimeout = DefaultRPCTimeout
@@ -124,6 +171,7 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 		ctx:        ctx,
 		cancel:     cancel,
 		serverLog:  logLimiter{interval: time.Minute},
+		auth:       auth,
 		peers:      map[string]*httpPeer{},
 	}, nil
 }
@@ -274,21 +322,27 @@ func (t *HTTP) Close() error {
 func (t *HTTP) Stats() Stats { return t.stats.snapshot() }
 
 // newRequest builds the HTTP request for one message. It is the one place requests are made,
-// so request signing (HMAC over the body and a timestamp, DESIGN.md) goes here, next to the
-// body it covers.
-func newRequest(ctx context.Context, addr string, m raft.Message) (*http.Request, error) {
+// so it signs them too, next to the body the signature covers. With authentication on it
+// returns the nonce the reply's signature must be bound to.
+func (t *HTTP) newRequest(ctx context.Context, addr string, m raft.Message) (*http.Request, string, error) {
 	body, err := encodeMessage(m)
 	if err != nil {
-		return nil, fmt.Errorf("encode %s: %w", m.Type, err)
+		return nil, "", fmt.Errorf("encode %s: %w", m.Type, err)
 	}
 	u := url.URL{Scheme: "http", Host: addr, Path: rpcPath(m.Type)}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
 	if err != nil {
-		return nil, fmt.Errorf("build %s request to %s: %w", m.Type, addr, err)
+		return nil, "", fmt.Errorf("build %s request to %s: %w", m.Type, addr, err)
 	}
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("Accept", contentType)
-	return req, nil
+	var nonce string
+	if t.auth != nil {
+		if nonce, err = t.auth.signRequest(req, body); err != nil {
+			return nil, "", fmt.Errorf("sign %s request: %w", m.Type, err)
+		}
+	}
+	return req, nonce, nil
 }
 
 // rpc sends m to peer p and steps the response, if any, into the local member. ctx is the
@@ -299,7 +353,7 @@ func (t *HTTP) rpc(ctx context.Context, p *httpPeer, m raft.Message) {
 	rpcCtx, cancel := context.WithTimeout(ctx, t.rpcTimeout)
 	defer cancel()
 
-	req, err := newRequest(rpcCtx, addr, m)
+	req, nonce, err := t.newRequest(rpcCtx, addr, m)
 	if err != nil {
 		t.stats.failed.Add(1)
 		t.peerFailed(p, addr, m, err)
@@ -315,6 +369,27 @@ func (t *HTTP) rpc(ctx context.Context, p *httpPeer, m raft.Message) {
 	}
 	body, readErr := readBody(resp.Body)
 	rtt := time.Since(start)
+
+	// A reply that claims success is believed only if the peer signed it for this request:
+	// otherwise anyone on the path could grant votes or acknowledge heartbeats. One that is
+	// not is observed as no reply (code 0), so a dashboard never counts it as a heartbeat
+	// answered. In the transition mode an unsigned reply is used as it is (a peer without
+	// keys sent it).
+	if t.auth != nil && (resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusNoContent) &&
+		!(t.auth.acceptUnsigned && unsigned(resp.Header)) {
+		err := readErr
+		if err == nil {
+			err = t.auth.verifyResponse(resp, nonce, body)
+		} else {
+			err = fmt.Errorf("read response: %w", err)
+		}
+		if err != nil {
+			t.obs.ObserveRPC(string(m.Type), 0, rtt)
+			t.stats.invalid.Add(1)
+			t.peerFailed(p, addr, m, err)
+			return
+		}
+	}
 	t.obs.ObserveRPC(string(m.Type), resp.StatusCode, rtt)
 
 	switch {

@@ -45,11 +45,19 @@ func rpcFromPath(path string) (raft.MessageType, bool) {
 //	400 malformed, invalid, or of another type than the path (also raft.ErrInvalidMessage)
 //	403 raft.ErrWrongCluster, raft.ErrUnknownMember
 //	421 addressed to another member (also raft.ErrWrongRecipient): the sender's address book is stale
+//	401 authentication is on and the request is not validly signed: no (unless
+//	    HTTPConfig.AcceptUnsigned) or a malformed Raft-Elector-Signature header, an unknown key, a
+//	    bad signature, a timestamp outside the clock-skew window, or a replay (the reply carries
+//	    WWW-Authenticate)
 //	500 the local member produced a response that does not answer the request (a bug here)
-//	503 the member could not process it now (context ended, shutting down, any other error)
+//	503 the member could not process it now (context ended, shutting down, any other error;
+//	    also a full replay cache)
 //
 // Every 4xx is decided before the member is involved, except those the member itself returns,
-// and nothing malformed reaches Handler.Step.
+// and nothing malformed reaches Handler.Step. With authentication on, the signature is checked
+// right after the path and method, before the body is read (header, key and timestamp) and
+// before it is decoded (the signature over it, then the replay check); every reply to an
+// authenticated request is signed.
 func (t *HTTP) Handler() http.Handler { return http.HandlerFunc(t.serve) }
 
 // NewServer returns an http.Server for the peer port serving Handler, with timeouts that keep
@@ -72,52 +80,86 @@ func (t *HTTP) NewServer(addr string) *http.Server {
 func (t *HTTP) serve(w http.ResponseWriter, r *http.Request) {
 	rpc, ok := rpcFromPath(r.URL.Path)
 	if !ok {
-		t.refuse(w, r, "unknown", http.StatusNotFound, "no such RPC; use POST "+RPCPathPrefix+"{request-vote,append-entries,timeout-now}")
+		t.refuse(w, r, "unknown", http.StatusNotFound, "no such RPC; use POST "+RPCPathPrefix+"{request-vote,append-entries,timeout-now}", nil)
 		return
 	}
 	name := string(rpc)
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		t.refuse(w, r, name, http.StatusMethodNotAllowed, "use POST")
+		t.refuse(w, r, name, http.StatusMethodNotAllowed, "use POST", nil)
 		return
+	}
+	// With authentication on, what the header alone decides (no or a malformed signature, an
+	// unknown key, a stale timestamp) is refused before the body is even read.
+	var sig *requestSignature
+	if t.auth != nil && t.auth.acceptUnsigned && unsigned(r.Header) {
+		// The transition mode serves an unsigned request as if authentication were off,
+		// and leaves its reply unsigned: the sender has no keys.
+		if t.serverLog.allow("accepted-unsigned") {
+			t.log.Warn("served an unsigned peer request: --auth-accept-unsigned is set (rate-limited); remove it once every member has keys",
+				"rpc", name, "remote", r.RemoteAddr)
+		}
+	} else if t.auth != nil {
+		var aerr *authError
+		if sig, aerr = t.auth.checkRequestHeader(r); aerr != nil {
+			t.refuseAuth(w, r, name, aerr)
+			return
+		}
 	}
 	// Requiring application/json also means a browser cannot send an RPC from another origin
 	// without a CORS preflight, which this server never grants.
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != contentType {
-		t.refuse(w, r, name, http.StatusUnsupportedMediaType, "content type must be "+contentType)
+		t.refuse(w, r, name, http.StatusUnsupportedMediaType, "content type must be "+contentType, nil)
 		return
 	}
 	if r.ContentLength > MaxMessageBytes {
-		t.refuse(w, r, name, http.StatusRequestEntityTooLarge, "body over the limit")
+		t.refuse(w, r, name, http.StatusRequestEntityTooLarge, "body over the limit", nil)
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxMessageBytes))
 	if err != nil {
 		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
-			t.refuse(w, r, name, http.StatusRequestEntityTooLarge, "body over the limit")
+			t.refuse(w, r, name, http.StatusRequestEntityTooLarge, "body over the limit", nil)
 			return
 		}
-		t.refuse(w, r, name, http.StatusBadRequest, "read body: "+err.Error())
+		t.refuse(w, r, name, http.StatusBadRequest, "read body: "+err.Error(), nil)
 		return
 	}
-	// Request authentication goes here once it exists: after the body is read, before
-	// anything in it is trusted.
+	// The signature covers the body: it is verified after the body is read and before
+	// anything in it is trusted. From here on every reply is signed (auth is nil when
+	// authentication is off).
+	var auth *verifiedRequest
+	if sig != nil {
+		auth, err = t.auth.verifyRequest(sig, r, body)
+		if aerr, ok := errors.AsType[*authError](err); ok {
+			t.refuseAuth(w, r, name, aerr)
+			return
+		}
+		if err != nil { // the replay cache is full: fail closed
+			if t.serverLog.allow("replay-cache-full") {
+				t.log.Error("refusing signed peer requests: the replay cache is full (rate-limited); is a peer sending far more requests than one per heartbeat, or --auth-max-skew very long?",
+					"rpc", name, "remote", r.RemoteAddr, "entries", t.auth.replay.limit)
+			}
+			t.refuse(w, r, name, http.StatusServiceUnavailable, "member cannot accept more signed requests now", nil)
+			return
+		}
+	}
 	m, err := decodeMessage(body)
 	if err != nil {
-		t.refuse(w, r, name, http.StatusBadRequest, err.Error())
+		t.refuse(w, r, name, http.StatusBadRequest, err.Error(), auth)
 		return
 	}
 	if m.Type != rpc {
-		t.refuse(w, r, name, http.StatusBadRequest, "body is a "+string(m.Type)+" sent to the "+name+" RPC")
+		t.refuse(w, r, name, http.StatusBadRequest, "body is a "+string(m.Type)+" sent to the "+name+" RPC", auth)
 		return
 	}
 	if m.To != t.id {
-		t.refuse(w, r, name, http.StatusMisdirectedRequest, "this is member "+t.id+", not "+clip(m.To, 64))
+		t.refuse(w, r, name, http.StatusMisdirectedRequest, "this is member "+t.id+", not "+clip(m.To, 64), auth)
 		return
 	}
 
 	if !t.inbound.enter() {
-		t.refuse(w, r, name, http.StatusServiceUnavailable, "member is shutting down")
+		t.refuse(w, r, name, http.StatusServiceUnavailable, "member is shutting down", auth)
 		return
 	}
 	defer t.inbound.exit()
@@ -138,11 +180,14 @@ func (t *HTTP) serve(w http.ResponseWriter, r *http.Request) {
 				t.log.Error("member failed to process a peer message (rate-limited)", "rpc", name, "from", m.From, "error", err)
 			}
 		}
-		t.refuse(w, r, name, code, msg)
+		t.refuse(w, r, name, code, msg, auth)
 		return
 	}
 	if resp == nil {
 		t.obs.ObserveServed(name, http.StatusNoContent)
+		if auth != nil {
+			auth.signResponse(w.Header(), http.StatusNoContent, nil)
+		}
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
@@ -154,18 +199,22 @@ func (t *HTTP) serve(w http.ResponseWriter, r *http.Request) {
 		if t.serverLog.allow("bad-response") {
 			t.log.Error("local member answered with a response that does not answer the request; not sent", "rpc", name, "error", err)
 		}
-		t.refuse(w, r, name, http.StatusInternalServerError, "member produced an invalid response")
+		t.refuse(w, r, name, http.StatusInternalServerError, "member produced an invalid response", auth)
 		return
 	}
 	out, err := encodeMessage(*resp)
 	if err != nil {
-		t.refuse(w, r, name, http.StatusInternalServerError, "encode response")
+		t.refuse(w, r, name, http.StatusInternalServerError, "encode response", auth)
 		return
 	}
+	out = append(out, '\n')
 	t.obs.ObserveServed(name, http.StatusOK)
+	if auth != nil {
+		auth.signResponse(w.Header(), http.StatusOK, out)
+	}
 	w.Header().Set("Content-Type", contentType)
 	w.WriteHeader(http.StatusOK)
-	w.Write(append(out, '\n'))
+	w.Write(out)
 }
 
 // statusForStepError maps what the member refused a message for to the status that tells the
@@ -183,18 +232,38 @@ func statusForStepError(err error) int {
 	}
 }
 
-// refuse writes an error reply and accounts for it.
-func (t *HTTP) refuse(w http.ResponseWriter, r *http.Request, rpc string, code int, msg string) {
-	t.obs.ObserveServed(rpc, code)
+// refuse writes an error reply and accounts for it. auth is the request's authentication, if
+// it was authenticated: the reply is then signed, as every reply to such a request is.
+func (t *HTTP) refuse(w http.ResponseWriter, r *http.Request, rpc string, code int, msg string, auth *verifiedRequest) {
 	if code != http.StatusServiceUnavailable && t.serverLog.allow(http.StatusText(code)) {
 		t.log.Warn("refused a peer request (rate-limited)", "code", code, "rpc", rpc, "remote", r.RemoteAddr, "error", clip(msg, 200))
 	}
+	t.writeError(w, rpc, code, msg, auth)
+}
+
+// refuseAuth refuses a request that failed authentication (401). It is logged at most once a
+// minute per kind of failure, so that a replay among missing signatures is not hidden.
+func (t *HTTP) refuseAuth(w http.ResponseWriter, r *http.Request, rpc string, e *authError) {
+	if t.serverLog.allow("401 " + e.kind) {
+		t.log.Warn("refused an unauthenticated peer request (rate-limited)", "code", http.StatusUnauthorized, "reason", e.kind,
+			"rpc", rpc, "remote", r.RemoteAddr, "error", clip(e.msg, 200))
+	}
+	w.Header().Set("WWW-Authenticate", SignatureScheme)
+	t.writeError(w, rpc, http.StatusUnauthorized, e.msg, nil)
+}
+
+func (t *HTTP) writeError(w http.ResponseWriter, rpc string, code int, msg string, auth *verifiedRequest) {
+	t.obs.ObserveServed(rpc, code)
 	body, _ := json.Marshal(struct {
 		Error string `json:"error"`
 	}{clip(msg, 500)})
+	body = append(body, '\n')
 	h := w.Header()
+	if auth != nil {
+		auth.signResponse(h, code, body)
+	}
 	h.Set("Content-Type", contentType)
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
-	w.Write(append(body, '\n'))
+	w.Write(body)
 }

@@ -59,8 +59,9 @@ const MaxMessageBytes = 256 << 10
 // the peer queues and from the server, so they must be fast and must not block.
 type Observer interface {
 	// ObserveRPC reports one RPC this member sent: its name (the request type), the HTTP
-	// status of the reply, or 0 when none arrived (refused, timed out, reset), and the time
-	// from sending the request to having read the whole reply.
+	// status of the reply, or 0 when none arrived (refused, timed out, reset) or, with
+	// authentication on, when a success reply was not validly signed; and the time from
+	// sending the request to having read the whole reply.
 	ObserveRPC(rpc string, code int, rtt time.Duration)
 	// ObserveServed reports one request this member answered. rpc is "unknown" when the path
 	// names no RPC, so that a scanner cannot blow up the label set.
@@ -100,8 +101,9 @@ type Stats struct {
 	// Failed counts requests sent without getting a usable reply: refused, timed out, or
 	// answered with an error status.
 	Failed uint64
-	// InvalidResponses counts responses that failed decoding or validation or did not answer
-	// their request. They were not stepped.
+	// InvalidResponses counts responses that failed decoding or validation, did not answer
+	// their request, or (with authentication on) were not validly signed for it. They were
+	// not stepped.
 	InvalidResponses uint64
 	// Dropped counts messages not sent, by reason.
 	Dropped map[DropReason]uint64

@@ -50,6 +50,10 @@ type Config struct {
 	DiscoveryArgs func(m *Member) []string
 	// MemberEnv, when set, adds environment variables to member m's process.
 	MemberEnv func(m *Member) []string
+	// CommandLine, when set, is member m's whole command line (without the binary): nothing
+	// else is added, so a test can run a member exactly as a manifest configures it. It must
+	// listen on the addresses Addrs gives.
+	CommandLine func(m *Member) []string
 }
 
 // Member is one raft-elector process slot: an id, a data directory and a log file that survive
@@ -331,6 +335,9 @@ func (m *Member) Running() bool {
 // Args is the member's command line (without the binary).
 func (m *Member) Args() []string {
 	c := m.c
+	if c.cfg.CommandLine != nil {
+		return c.cfg.CommandLine(m)
+	}
 	var args []string
 	if c.cfg.DiscoveryArgs != nil {
 		args = c.cfg.DiscoveryArgs(m)

@@ -389,6 +389,13 @@ func TestKubeForbiddenNamespaceIsLoggedAndSurvived(t *testing.T) {
 			}
 		}
 	}
+	// The member that waits for its cluster is visible to monitoring: not leading, a learner.
+	if v, err := noAccess.Metric(0, "raft_elector_is_leader", nil); err != nil || v != 0 {
+		t.Errorf("solo raft_elector_is_leader while waiting: %v %v, want 0", v, err)
+	}
+	if v, err := noAccess.Metric(0, "raft_elector_state", map[string]string{"state": "learner"}); err != nil || v != 1 {
+		t.Errorf("solo raft_elector_state{state=learner} while waiting: %v %v, want 1", v, err)
+	}
 	if o, err := readonly.Cluster.Observe(0); err != nil || !o.Answer.IsLeader {
 		t.Errorf("ro-0 no longer leads its one-member cluster: %+v %v", o.Answer, err)
 	}
