@@ -5,10 +5,11 @@ BIN      := bin/raft-elector
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 # Packages with unit tests: everything except the suites that start real processes (members,
 # or kube-apiserver and etcd), which run once each, one package at a time, below.
-UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /test/e2e -e /test/kubeenv -e /test/kube/)
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /test/e2e -e /test/kubeenv -e /test/kube/ -e /test/chart)
 KUBE_PKGS = ./test/kubeenv/ ./test/kube/...
+CHART_PKGS = ./test/chart/
 
-.PHONY: all build image test fmt-check vet unit e2e kube-env kube-test demo bench bench-quick fuzz clean
+.PHONY: all build image test fmt-check vet unit e2e kube-env kube-test helm chart-check chart-test demo bench bench-quick fuzz clean
 
 all: build
 
@@ -18,8 +19,9 @@ build:
 
 ## test: everything CI runs: formatting, vet, unit tests with the race detector (fuzz seed
 ## corpora included; test/image checks the Dockerfile and the static binary), the suites
-## against a real kube-apiserver, and the multi-process suite against real raft-elector processes.
-test: fmt-check vet unit kube-test e2e
+## against a real kube-apiserver, the Helm chart (lint, template, applied to the API server),
+## and the multi-process suite against real raft-elector processes.
+test: fmt-check vet unit kube-test chart-test e2e
 
 fmt-check:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
@@ -31,8 +33,22 @@ vet:
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
-e2e: kube-env
+e2e: kube-env helm
 	$(GO) test -race -count=1 -p 1 -timeout 20m ./test/e2e/
+
+## helm: build Helm from the Go module proxy into .cache/helm (about 2 minutes the first time,
+## cached after).
+helm:
+	hack/helm/build.sh
+
+## chart-check: helm lint --strict and helm template of the chart, every ci/*-values.yaml and
+## the parent-chart example.
+chart-check: helm
+	hack/helm/check.sh
+
+## chart-test: the chart's Go tests, offline and against a real kube-apiserver.
+chart-test: chart-check kube-env
+	$(GO) test -race -count=1 -p 1 -timeout 10m $(CHART_PKGS)
 
 ## kube-env: build kube-apiserver and etcd from the Go module proxy into .cache/kube
 ## (minutes the first time, cached after; rebuilt when hack/kube/*/go.mod changes).
@@ -66,7 +82,7 @@ fuzz:
 	done
 
 clean:
-	rm -rf bin .cache/kube
+	rm -rf bin .cache/kube .cache/helm
 
 ## image: the container image (needs a Docker engine; CI checks its properties without one,
 ## see docs/image.md).
