@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/raft-elector/raft-elector/pkg/membership"
 	"github.com/raft-elector/raft-elector/pkg/node"
 	"github.com/raft-elector/raft-elector/pkg/podlabel"
+	"github.com/raft-elector/raft-elector/pkg/raft"
 )
 
 // kubeParts are the Kubernetes pieces of a member: discovery, the pod labeler and the
@@ -35,6 +37,10 @@ type kubeParts struct {
 	selector  string
 	labelKey  string
 	leaderVal string
+
+	// saidNoVoters is set once maybeRecover has logged that it cannot recover for want of
+	// voters (a member that never joined, and an object without recorded voters).
+	saidNoVoters bool
 }
 
 // restConfig loads --kubeconfig, or the in-cluster service account.
@@ -193,7 +199,8 @@ func (k *kubeParts) run(ctx context.Context, m *member, done chan<- struct{}) {
 	for _, part := range []struct {
 		what string
 		run  func(context.Context) error
-	}{{"kubernetes discovery", k.disc.Run}, {"pod labeler", k.labeler.Run}, {"bootstrap object watch", k.boot.Run}} {
+	}{{"kubernetes discovery", k.disc.Run}, {"pod labeler", k.labeler.Run}, {"bootstrap object watch", k.boot.Run},
+		{"voter recording", func(ctx context.Context) error { k.recordVoters(ctx, m); return nil }}} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -247,14 +254,92 @@ func (k *kubeParts) run(ctx context.Context, m *member, done chan<- struct{}) {
 	}
 }
 
+// voterRecordingBackoff bounds the wait before the leader tries again to record its voters
+// after a failed write.
+const voterRecordingBackoff = 30 * time.Second
+
+// recordVoters keeps the bootstrap object's record of the voters up to date while this member
+// leads: when its configuration, committed, names other voters than the object records, at a
+// higher index, it writes them (RecordVoters: a compare-and-swap that never overwrites a
+// newer record). That is one write per configuration change, never one in the steady state
+// nor per leader change. It runs beside the loop of run, so a slow API never delays it, and
+// makes one write at a time, backing off after a failure. It returns when ctx ends.
+func (k *kubeParts) recordVoters(ctx context.Context, m *member) {
+	tick := time.NewTicker(m.cfg.ElectionTimeout)
+	defer tick.Stop()
+	var (
+		// tried is the config index and the object's resourceVersion of the last attempt that
+		// wrote nothing: nothing to do again until one of them moves.
+		tried struct {
+			index uint64
+			rv    string
+		}
+		backoff time.Duration
+		retryAt time.Time
+	)
+	for {
+		changed := m.node.Changed() // every heartbeat round on a leader
+		st, latest := m.node.Status(), k.boot.Latest()
+		if time.Now().After(retryAt) && votersToRecord(st, latest, k.cluster.ClusterID) &&
+			(tried.index != st.ConfigIndex || tried.rv != latest.ResourceVersion) {
+			names := podNames(st.Config.Voters)
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			wrote, err := k.boot.RecordVoters(cctx, k.cluster.ClusterID, st.ConfigIndex, st.Config.Voters)
+			cancel()
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err != nil:
+				backoff = min(max(2*backoff, m.cfg.ElectionTimeout), voterRecordingBackoff)
+				retryAt = time.Now().Add(backoff)
+				m.log.Warn("cannot record the voters in the bootstrap object; will retry", "voters", names,
+					"index", st.ConfigIndex, "retry_in", backoff, "error", err)
+			case wrote:
+				backoff, retryAt = 0, time.Time{}
+				m.log.Info("recorded the voters in the bootstrap object", "voters", names, "index", st.ConfigIndex)
+			default:
+				backoff, retryAt = 0, time.Time{}
+				tried.index, tried.rv = st.ConfigIndex, k.boot.Latest().ResourceVersion
+				m.log.Debug("the bootstrap object needs no new record of the voters", "voters", names, "index", st.ConfigIndex)
+			}
+		}
+		select {
+		case <-changed:
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// podNames returns the pod names of member ids, for the log.
+func podNames(ids []string) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = discovery.NameOf(id)
+	}
+	return out
+}
+
+// votersToRecord reports whether a member with status st should record its voters in the
+// bootstrap object, whose newest known record is latest: it leads cluster, its configuration
+// is committed, and the object records other voters at a lower index.
+func votersToRecord(st node.Status, latest bootstrap.Record, cluster string) bool {
+	return st.State == raft.StateLeader && len(st.Config.Voters) > 0 && st.ConfigIndex <= st.Commit &&
+		latest.ClusterID == cluster && latest.ConfigIndex < st.ConfigIndex && !slices.Equal(latest.Voters(), st.Config.Voters)
+}
+
 // maybeRecover starts a new cluster generation when the member's configuration can no longer
 // elect a leader because a majority of its voters' pods are gone from the API (deleted or
 // re-created under a new UID: a terminating pod still counts, its sidecar may be running), and
-// no leader was seen for --recover-after. It decides on a fresh, consistent list of the pods,
-// never on the watch cache, and not at all while the watch fails; and it backs off if any live
-// pod this member's configuration does not know carries the leader label: then a newer
-// configuration, which this member missed, has a leader. See docs/membership.md for why this
-// cannot produce two leaders.
+// no leader was seen for --recover-after. A member that never joined (no configuration) goes by
+// the voters the leader recorded in the bootstrap object instead: that is how pods that all
+// started without state, after every pod of the application was replaced, find that the cluster
+// the object names is gone. It decides on a fresh, consistent list of the pods, never on the
+// watch cache, and not at all while the watch fails; and it backs off if any live pod this
+// member's configuration does not know carries the leader label: then a newer configuration,
+// which this member missed, has a leader (for a member without a configuration, any live pod
+// labelled leader). See docs/membership.md for why this cannot produce two leaders.
 func (k *kubeParts) maybeRecover(ctx context.Context, m *member, lastLeader *time.Time) bool {
 	st := m.node.Status()
 	now := time.Now()
@@ -262,13 +347,36 @@ func (k *kubeParts) maybeRecover(ctx context.Context, m *member, lastLeader *tim
 		*lastLeader = now
 		return false
 	}
-	voters := st.Config.Voters
-	if len(voters) == 0 || now.Sub(*lastLeader) < m.cfg.RecoverAfter || !k.disc.Healthy() {
+	if now.Sub(*lastLeader) < m.cfg.RecoverAfter || !k.disc.Healthy() {
 		return false
 	}
 	prev := k.boot.Latest()
 	if prev.ClusterID != k.cluster.ClusterID || prev.ResourceVersion == "" {
 		return false // not read yet, or already replaced (the watch restarts this member)
+	}
+	voters, from := st.Config.Voters, "configuration"
+	if len(voters) == 0 {
+		voters, from = prev.Voters(), "bootstrap object"
+	}
+	if len(voters) == 0 {
+		if !k.saidNoVoters {
+			k.saidNoVoters = true
+			m.log.Warn("no leader seen, and this member never joined its cluster; the bootstrap object records no voters "+
+				"(an older version wrote it), so this member cannot tell whether that cluster is gone and keeps waiting. "+
+				"If every pod of the application was replaced, scale it to zero, delete the bootstrap ConfigMap, and scale it up again",
+				"object", k.namespace+"/"+k.boot.Name(), "cluster", prev.ClusterID, "without_leader_for", now.Sub(*lastLeader).Round(time.Millisecond))
+		}
+		return false
+	}
+	// The watch cache first: while it holds a majority of the voters' pods, wait without asking
+	// the API server (a member that is not added, say, would otherwise list the pods twice per
+	// election timeout). A stale cache can only make the member wait longer.
+	cached := map[string]bool{}
+	for _, pod := range k.disc.Pods() {
+		cached[discovery.PodID(pod.Name, string(pod.UID))] = true
+	}
+	if majorityExists(voters, cached) {
+		return false
 	}
 	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -300,17 +408,17 @@ func (k *kubeParts) maybeRecover(ctx context.Context, m *member, lastLeader *tim
 	if !exists[m.cfg.ID] {
 		return false // this member is leaving itself
 	}
+	if majorityExists(voters, exists) {
+		return false // a majority can still elect a leader: wait for it
+	}
 	n := 0
 	for _, v := range voters {
 		if exists[v] {
 			n++
 		}
 	}
-	if n >= len(voters)/2+1 {
-		return false // a majority can still elect a leader: wait for it
-	}
 	m.log.Warn("a majority of the voters' pods are gone and no leader was seen; starting a new cluster generation",
-		"voters", voters, "voters_with_pods", n, "without_leader_for", now.Sub(*lastLeader).Round(time.Millisecond))
+		"voters", voters, "voters_from", from, "voters_with_pods", n, "without_leader_for", now.Sub(*lastLeader).Round(time.Millisecond))
 	rec, won, err := k.boot.Recover(lctx, prev, m.cfg.ID)
 	switch {
 	case err != nil:
@@ -324,6 +432,17 @@ func (k *kubeParts) maybeRecover(ctx context.Context, m *member, lastLeader *tim
 		return true
 	}
 	return false
+}
+
+// majorityExists reports whether a majority of voters have a pod in exists.
+func majorityExists(voters []string, exists map[string]bool) bool {
+	n := 0
+	for _, v := range voters {
+		if exists[v] {
+			n++
+		}
+	}
+	return n >= len(voters)/2+1
 }
 
 var _ node.Observer = (*podlabel.Labeler)(nil)

@@ -13,8 +13,13 @@
 // generation goes up by one, so two survivors that try at once cannot both win, and a member
 // that still holds state of an older generation discards it when it sees the new one.
 //
-// The object is read at start, watched afterwards, and written only at bootstrap and
-// recovery: never in the steady state.
+// The object also records the voters of the cluster's newest committed configuration and the
+// log index it was committed at: the leader writes them (RecordVoters) after a configuration
+// change commits, so that pods that start without state after every pod of the application
+// was replaced can tell that the cluster the object names is gone.
+//
+// The object is read at start, watched afterwards, and written only at bootstrap, recovery
+// and when the voters change: never in the steady state.
 package bootstrap
 
 import (
@@ -24,6 +29,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,7 +55,16 @@ const (
 	KeyGeneration   = "generation"
 	KeyBootstrapper = "bootstrapper"
 	KeyCreated      = "bootstrapped-at"
+	// KeyVoters holds the voters of the newest committed configuration the leader recorded:
+	// member ids, sorted, comma-separated. KeyConfigIndex holds the log index that
+	// configuration is in force at (decimal). Both are absent in an object written by an
+	// older version, and both are present otherwise.
+	KeyVoters      = "voters"
+	KeyConfigIndex = "config-index"
 )
+
+// maxVotersLength bounds the value of KeyVoters: raft.MaxMembers ids and their commas.
+const maxVotersLength = raft.MaxMembers * (raft.MaxIDLength + 1)
 
 // MaxGeneration bounds the generation: a generation g starts its terms at TermBase(g), and
 // terms stay below raft.MaxTerm.
@@ -78,6 +93,21 @@ type Record struct {
 	// UID is the object's UID: a different UID is a re-created object (the application was
 	// reinstalled), whatever its generation.
 	UID string
+	// ConfigIndex is the log index at which the recorded voters are the committed
+	// configuration's (1 for the first configuration of a generation); 0 if the object records
+	// no voters (it was written by an older version).
+	ConfigIndex uint64
+	// voters are the recorded voters, sorted and comma-separated (see Voters): a string keeps
+	// Record comparable with ==.
+	voters string
+}
+
+// Voters returns the recorded voters (sorted), or nil if the object records none.
+func (r Record) Voters() []string {
+	if r.voters == "" {
+		return nil
+	}
+	return strings.Split(r.voters, ",")
 }
 
 // IsZero reports whether the record holds no cluster (an object the chart created empty).
@@ -172,11 +202,72 @@ func validID(id string) error {
 	return nil
 }
 
+// validVoter checks a member id the object may record as a voter: a valid id that is
+// printable and holds no comma (the separator of KeyVoters).
+func validVoter(id string) error {
+	if err := validID(id); err != nil {
+		return err
+	}
+	if !printable(id) || strings.Contains(id, ",") {
+		return fmt.Errorf("member id %.40q holds a comma, a space or a character that is not printable ASCII", id)
+	}
+	return nil
+}
+
+// encodeVoters checks voters and returns them as KeyVoters holds them: sorted, each once,
+// comma-separated.
+func encodeVoters(voters []string) (string, error) {
+	if len(voters) == 0 || len(voters) > raft.MaxMembers {
+		return "", fmt.Errorf("bootstrap: %d voters to record, want 1 to %d", len(voters), raft.MaxMembers)
+	}
+	sorted := slices.Clone(voters)
+	slices.Sort(sorted)
+	for i, id := range sorted {
+		if err := validVoter(id); err != nil {
+			return "", fmt.Errorf("bootstrap: %w", err)
+		}
+		if i > 0 && sorted[i-1] == id {
+			return "", fmt.Errorf("bootstrap: voter %.40q listed twice", id)
+		}
+	}
+	return strings.Join(sorted, ","), nil
+}
+
+// parseVoters checks the recorded voters and their config index. Both absent is an object
+// written by an older version: no recorded voters.
+func parseVoters(cm *corev1.ConfigMap) (string, uint64, error) {
+	raw, rawIndex := cm.Data[KeyVoters], cm.Data[KeyConfigIndex]
+	if raw == "" && rawIndex == "" {
+		return "", 0, nil
+	}
+	index, err := strconv.ParseUint(rawIndex, 10, 64)
+	if err != nil || index < 1 {
+		return "", 0, fmt.Errorf("%w %s/%s: %s %.40q is not a positive integer", ErrMalformed, cm.Namespace, cm.Name, KeyConfigIndex, rawIndex)
+	}
+	if raw == "" || len(raw) > maxVotersLength {
+		return "", 0, fmt.Errorf("%w %s/%s: %s is empty or longer than %d bytes", ErrMalformed, cm.Namespace, cm.Name, KeyVoters, maxVotersLength)
+	}
+	ids := strings.Split(raw, ",")
+	if len(ids) > raft.MaxMembers {
+		return "", 0, fmt.Errorf("%w %s/%s: %s names %d members, the limit is %d", ErrMalformed, cm.Namespace, cm.Name, KeyVoters, len(ids), raft.MaxMembers)
+	}
+	for i, id := range ids {
+		if err := validVoter(id); err != nil {
+			return "", 0, fmt.Errorf("%w %s/%s: %s: %v", ErrMalformed, cm.Namespace, cm.Name, KeyVoters, err)
+		}
+		if i > 0 && ids[i-1] >= id {
+			return "", 0, fmt.Errorf("%w %s/%s: %s are not sorted, or name a member twice", ErrMalformed, cm.Namespace, cm.Name, KeyVoters)
+		}
+	}
+	return raw, index, nil
+}
+
 // parse reads and checks a ConfigMap. An object someone else wrote badly is an error that
 // changes nothing: the member keeps what it has and says why.
 func (o *Object) parse(cm *corev1.ConfigMap) (Record, error) {
 	r := Record{ResourceVersion: cm.ResourceVersion, UID: string(cm.UID)}
-	if cm.Data[KeyCluster] == "" && cm.Data[KeyGeneration] == "" && cm.Data[KeyBootstrapper] == "" {
+	if cm.Data[KeyCluster] == "" && cm.Data[KeyGeneration] == "" && cm.Data[KeyBootstrapper] == "" &&
+		cm.Data[KeyVoters] == "" && cm.Data[KeyConfigIndex] == "" {
 		return r, nil // created empty (by the chart): the first member fills it
 	}
 	r.ClusterID, r.Bootstrapper = cm.Data[KeyCluster], cm.Data[KeyBootstrapper]
@@ -190,16 +281,23 @@ func (o *Object) parse(cm *corev1.ConfigMap) (Record, error) {
 		return Record{}, fmt.Errorf("%w %s/%s: %s is empty or too long", ErrMalformed, cm.Namespace, cm.Name, KeyBootstrapper)
 	}
 	r.Generation = gen
+	if r.voters, r.ConfigIndex, err = parseVoters(cm); err != nil {
+		return Record{}, err
+	}
 	return r, nil
 }
 
 func (o *Object) data(r Record) map[string]string {
-	return map[string]string{
+	d := map[string]string{
 		KeyCluster:      r.ClusterID,
 		KeyGeneration:   strconv.FormatInt(r.Generation, 10),
 		KeyBootstrapper: r.Bootstrapper,
 		KeyCreated:      time.Now().UTC().Format(time.RFC3339),
 	}
+	if r.ConfigIndex > 0 {
+		d[KeyVoters], d[KeyConfigIndex] = r.voters, strconv.FormatUint(r.ConfigIndex, 10)
+	}
+	return d
 }
 
 // Get reads the object. It returns an apierrors NotFound error if there is none.
@@ -274,11 +372,15 @@ func (o *Object) Resolve(ctx context.Context, self string) (rec Record, won bool
 }
 
 func (o *Object) first(self string) (Record, error) {
+	if err := validVoter(self); err != nil {
+		return Record{}, err
+	}
 	id, err := o.newClusterID(1)
 	if err != nil {
 		return Record{}, err
 	}
-	r := Record{ClusterID: id, Generation: 1, Bootstrapper: self}
+	// The bootstrapper starts the cluster as its only voter, committed at index 1.
+	r := Record{ClusterID: id, Generation: 1, Bootstrapper: self, ConfigIndex: 1, voters: self}
 	return r, o.beforeClaim(r)
 }
 
@@ -296,7 +398,7 @@ func (o *Object) beforeClaim(r Record) error {
 // still holds prev (compare-and-swap on its resourceVersion). won is false, with the current
 // record, if another member recovered first or the object changed.
 func (o *Object) Recover(ctx context.Context, prev Record, self string) (Record, bool, error) {
-	if err := validID(self); err != nil {
+	if err := validVoter(self); err != nil {
 		return Record{}, false, err
 	}
 	if prev.ResourceVersion == "" || prev.Generation < 1 {
@@ -306,7 +408,7 @@ func (o *Object) Recover(ctx context.Context, prev Record, self string) (Record,
 	if err != nil {
 		return Record{}, false, err
 	}
-	next := Record{ClusterID: id, Generation: prev.Generation + 1, Bootstrapper: self}
+	next := Record{ClusterID: id, Generation: prev.Generation + 1, Bootstrapper: self, ConfigIndex: 1, voters: self}
 	if err := o.beforeClaim(next); err != nil {
 		return Record{}, false, err
 	}
@@ -351,6 +453,60 @@ func (o *Object) swap(ctx context.Context, rv string, next Record) (bool, Record
 	return true, next, nil
 }
 
+// RecordVoters records voters as the committed configuration of cluster clusterID at log
+// index index; the leader calls it after a configuration change commits. It writes (an update
+// conditional on the resourceVersion it read, retried on a conflict) only if the object still
+// names that cluster, records an older index, and other voters: a stale leader never
+// overwrites a newer record, and another cluster's object is left alone. wrote reports whether
+// it wrote.
+func (o *Object) RecordVoters(ctx context.Context, clusterID string, index uint64, voters []string) (wrote bool, err error) {
+	enc, err := encodeVoters(voters)
+	if err != nil {
+		return false, err
+	}
+	if index < 1 || clusterID == "" {
+		return false, errors.New("bootstrap: record voters without a cluster id or config index")
+	}
+	cms := o.cfg.Client.CoreV1().ConfigMaps(o.cfg.Namespace)
+	for attempt := 0; attempt < 5; attempt++ {
+		cur, err := cms.Get(ctx, o.cfg.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil // deleted: a member will create the next one
+		}
+		if err != nil {
+			return false, fmt.Errorf("read bootstrap object %s/%s: %w", o.cfg.Namespace, o.cfg.Name, forbidden(err))
+		}
+		rec, err := o.parse(cur)
+		if err != nil {
+			return false, err
+		}
+		o.observe(rec)
+		if rec.ClusterID != clusterID || rec.ConfigIndex >= index || rec.voters == enc {
+			return false, nil
+		}
+		cm := cur.DeepCopy()
+		if cm.Data == nil {
+			cm.Data = map[string]string{}
+		}
+		cm.Data[KeyVoters], cm.Data[KeyConfigIndex] = enc, strconv.FormatUint(index, 10)
+		updated, err := cms.Update(ctx, cm, metav1.UpdateOptions{})
+		if apierrors.IsConflict(err) {
+			continue // written in between: read it again
+		}
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("update bootstrap object %s/%s: %w", o.cfg.Namespace, o.cfg.Name, forbidden(err))
+		}
+		if rec, err := o.parse(updated); err == nil {
+			o.observe(rec)
+		}
+		return true, nil
+	}
+	return false, fmt.Errorf("bootstrap object %s/%s keeps changing under us", o.cfg.Namespace, o.cfg.Name)
+}
+
 func forbidden(err error) error {
 	if apierrors.IsForbidden(err) {
 		return fmt.Errorf("%w (the service account needs get, list, watch, create and update on configmaps: see deploy/rbac.yaml)", err)
@@ -358,7 +514,8 @@ func forbidden(err error) error {
 	return err
 }
 
-// Latest returns the newest valid record seen (by Get, Resolve, Recover or Run).
+// Latest returns the newest valid record seen (by Get, Resolve, Recover, RecordVoters or Run).
+// Within one cluster its recorded voters only move to a higher config index.
 func (o *Object) Latest() Record {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -366,7 +523,7 @@ func (o *Object) Latest() Record {
 }
 
 // Changed returns a channel closed when Latest names another cluster (a refresh of the same
-// record's resourceVersion updates Latest without closing it).
+// cluster's record, its resourceVersion or recorded voters, updates Latest without closing it).
 func (o *Object) Changed() <-chan struct{} {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -384,6 +541,9 @@ func (o *Object) observe(r Record) {
 	}
 	if r.Generation == o.latest.Generation && r.ClusterID == o.latest.ClusterID {
 		o.latest.ResourceVersion = r.ResourceVersion
+		if r.ConfigIndex > o.latest.ConfigIndex { // never back to an older record (a stale read)
+			o.latest.ConfigIndex, o.latest.voters = r.ConfigIndex, r.voters
+		}
 		return
 	}
 	o.latest = r

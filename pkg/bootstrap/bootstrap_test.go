@@ -3,6 +3,8 @@ package bootstrap
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -195,6 +197,10 @@ func checkGeneration(t *testing.T, rec Record, gen int64, self string) {
 	if want := testBase + "-g" + strconv.FormatInt(gen, 10) + "-"; !strings.HasPrefix(rec.ClusterID, want) || len(rec.ClusterID) <= len(want) {
 		t.Errorf("cluster id %q does not start with %q followed by a random suffix", rec.ClusterID, want)
 	}
+	// The bootstrapper starts the generation as its only voter, at index 1.
+	if !slices.Equal(rec.Voters(), []string{self}) || rec.ConfigIndex != 1 {
+		t.Errorf("record voters %q at config index %d, want [%s] at 1", rec.Voters(), rec.ConfigIndex, self)
+	}
 }
 
 func TestDefaultNameIsStableAcrossReleases(t *testing.T) {
@@ -298,6 +304,9 @@ func TestResolveOnEmptyAPICreatesGenerationOne(t *testing.T) {
 	checkGeneration(t, rec, 1, "a")
 	if stored := api.storedRecord(t); stored != rec {
 		t.Errorf("stored record = %+v, Resolve returned %+v", stored, rec)
+	}
+	if d := api.stored(t).Data; d[KeyVoters] != "a" || d[KeyConfigIndex] != "1" {
+		t.Errorf("stored %s=%q %s=%q, want a and 1", KeyVoters, d[KeyVoters], KeyConfigIndex, d[KeyConfigIndex])
 	}
 	if at := api.stored(t).Data[KeyCreated]; !validTimestamp(at) {
 		t.Errorf("%s = %q, want an RFC 3339 time", KeyCreated, at)
@@ -869,9 +878,21 @@ func TestRunWatchesTheObject(t *testing.T) {
 		t.Error("Changed not closed by the new generation")
 	}
 
+	// The leader records its voters: the watch updates Latest without waking the watchers.
+	ch = o.Changed()
+	recorded := configMap("", votersData(testBase+"-g2-bbbb", "2", "b", "a,b,c", "12"))
+	recorded.UID, recorded.ResourceVersion = "uid-1", "3"
+	if err := f.Tracker().Update(configMaps, recorded, testNS); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil("the recorded voters from the watch", func(r Record) bool { return r.ConfigIndex == 12 && len(r.Voters()) == 3 })
+	if isClosed(ch) {
+		t.Error("Changed closed by recorded voters of the same cluster")
+	}
+
 	// A malformed update is ignored; the record stays.
 	bad := configMap("", recordData(testBase+"-g3-cccc", "x", "c"))
-	bad.UID, bad.ResourceVersion = "uid-1", "3"
+	bad.UID, bad.ResourceVersion = "uid-1", "4"
 	if err := f.Tracker().Update(configMaps, bad, testNS); err != nil {
 		t.Fatal(err)
 	}
@@ -886,4 +907,340 @@ func TestRunWatchesTheObject(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil("the re-created object", func(r Record) bool { return r.ClusterID == testBase+"-g1-dddd" && r.UID == "uid-2" })
+}
+
+// votersData is recordData with recorded voters.
+func votersData(clusterID, generation, bootstrapper, voters, index string) map[string]string {
+	d := recordData(clusterID, generation, bootstrapper)
+	d[KeyVoters], d[KeyConfigIndex] = voters, index
+	return d
+}
+
+func TestParseRecordedVoters(t *testing.T) {
+	const cluster = testBase + "-g1-0f0f0f0f0f0f"
+	long := strings.Repeat("v", raft.MaxIDLength)
+	many := make([]string, raft.MaxMembers+1)
+	for i := range many {
+		many[i] = fmt.Sprintf("m%03d", i)
+	}
+	tests := []struct {
+		name       string
+		data       map[string]string
+		wantVoters []string
+		wantIndex  uint64
+		wantKey    string // the key a malformed object's error names; "" if valid
+	}{
+		{"written by an older version", recordData(cluster, "1", "a"), nil, 0, ""},
+		{"one voter", votersData(cluster, "1", "a", "a", "1"), []string{"a"}, 1, ""},
+		{"three voters", votersData(cluster, "2", "a", "a_1,b_2,c_3", "17"), []string{"a_1", "b_2", "c_3"}, 17, ""},
+		{"longest id", votersData(cluster, "1", "a", long, "1"), []string{long}, 1, ""},
+		{"most voters", votersData(cluster, "1", "a", strings.Join(many[:raft.MaxMembers], ","), "9"), many[:raft.MaxMembers], 9, ""},
+		{"largest index", votersData(cluster, "1", "a", "a", "18446744073709551615"), []string{"a"}, 1<<64 - 1, ""},
+		{"index without voters", votersData(cluster, "1", "a", "", "3"), nil, 0, KeyVoters},
+		{"voters without index", votersData(cluster, "1", "a", "a", ""), nil, 0, KeyConfigIndex},
+		{"index zero", votersData(cluster, "1", "a", "a", "0"), nil, 0, KeyConfigIndex},
+		{"index negative", votersData(cluster, "1", "a", "a", "-1"), nil, 0, KeyConfigIndex},
+		{"index not decimal", votersData(cluster, "1", "a", "a", "0x10"), nil, 0, KeyConfigIndex},
+		{"index with a space", votersData(cluster, "1", "a", "a", " 1"), nil, 0, KeyConfigIndex},
+		{"index overflows", votersData(cluster, "1", "a", "a", "18446744073709551616"), nil, 0, KeyConfigIndex},
+		{"unsorted", votersData(cluster, "1", "a", "b,a", "2"), nil, 0, KeyVoters},
+		{"duplicate", votersData(cluster, "1", "a", "a,a", "2"), nil, 0, KeyVoters},
+		{"empty id", votersData(cluster, "1", "a", "a,,b", "2"), nil, 0, KeyVoters},
+		{"trailing comma", votersData(cluster, "1", "a", "a,", "2"), nil, 0, KeyVoters},
+		{"id with a space", votersData(cluster, "1", "a", "a, b", "2"), nil, 0, KeyVoters},
+		{"id not ASCII", votersData(cluster, "1", "a", "é", "2"), nil, 0, KeyVoters},
+		{"id too long", votersData(cluster, "1", "a", long+"v", "2"), nil, 0, KeyVoters},
+		{"too many voters", votersData(cluster, "1", "a", strings.Join(many, ","), "2"), nil, 0, KeyVoters},
+		{"too long", votersData(cluster, "1", "a", strings.Repeat("v,", maxVotersLength), "2"), nil, 0, KeyVoters},
+		// Recorded voters do not make an object without a cluster valid.
+		{"voters without a cluster", map[string]string{KeyVoters: "a", KeyConfigIndex: "1"}, nil, 0, KeyGeneration},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := (&Object{}).parse(configMap("7", tt.data))
+			if tt.wantKey != "" {
+				if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tt.wantKey) {
+					t.Fatalf("parse = %+v, %v; want %v naming %q", r, err, ErrMalformed, tt.wantKey)
+				}
+				if !r.IsZero() || r.Voters() != nil {
+					t.Errorf("parse returned %+v with its error", r)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parse: %v", err)
+			}
+			if !slices.Equal(r.Voters(), tt.wantVoters) || r.ConfigIndex != tt.wantIndex {
+				t.Errorf("voters %q at %d, want %q at %d", r.Voters(), r.ConfigIndex, tt.wantVoters, tt.wantIndex)
+			}
+			if r.ClusterID != cluster || r.Bootstrapper != "a" {
+				t.Errorf("record %+v lost the cluster or bootstrapper", r)
+			}
+		})
+	}
+}
+
+// An object filled by an older version (no voters) is a cluster, not an empty object: Resolve
+// joins it and writes nothing.
+func TestResolveJoinsAnObjectWithoutRecordedVoters(t *testing.T) {
+	api := newFakeAPI(t, configMap("7", recordData(testBase+"-g1-1a1a1a1a1a1a", "1", "old")))
+	rec, won, err := newObject(t, api).Resolve(t.Context(), "self")
+	if err != nil || won || rec.ClusterID != testBase+"-g1-1a1a1a1a1a1a" || rec.Voters() != nil || rec.ConfigIndex != 0 {
+		t.Fatalf("Resolve = %+v, %v, %v; want to join the old cluster with no recorded voters", rec, won, err)
+	}
+	if n := len(api.writes("create")) + len(api.writes("update")); n != 0 {
+		t.Errorf("%d writes, want none", n)
+	}
+}
+
+// A recovery records the new generation's single voter even where the object recorded the
+// old generation's voters, or none.
+func TestRecoverReplacesTheRecordedVoters(t *testing.T) {
+	for _, data := range []map[string]string{
+		recordData(testBase+"-g1-1b1b1b1b1b1b", "1", "a"),
+		votersData(testBase+"-g1-1b1b1b1b1b1b", "1", "a", "a,b,c", "40"),
+	} {
+		api := newFakeAPI(t, configMap("7", data))
+		o := newObject(t, api)
+		prev, err := o.Get(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, won, err := o.Recover(t.Context(), prev, "d")
+		if err != nil || !won {
+			t.Fatalf("Recover = %+v, %v, %v; want to win", rec, won, err)
+		}
+		checkGeneration(t, rec, 2, "d")
+		if stored := api.storedRecord(t); stored != rec {
+			t.Errorf("stored record = %+v, Recover returned %+v", stored, rec)
+		}
+	}
+}
+
+func TestResolveAndRecoverRefuseAnIDTheObjectCannotRecord(t *testing.T) {
+	for _, self := range []string{"a,b", "a b", "é"} {
+		api := newFakeAPI(t)
+		if rec, won, err := newObject(t, api).Resolve(t.Context(), self); err == nil || won {
+			t.Errorf("Resolve(%q) = %+v, %v, %v; want an error", self, rec, won, err)
+		}
+		prev := api.write(t, recordData(testBase+"-g1-1c1c1c1c1c1c", "1", "a"))
+		if rec, won, err := newObject(t, api).Recover(t.Context(), prev, self); err == nil || won {
+			t.Errorf("Recover(%q) = %+v, %v, %v; want an error", self, rec, won, err)
+		}
+		if n := len(api.writes("create")) + len(api.writes("update")); n != 0 {
+			t.Errorf("%q: %d writes, want none", self, n)
+		}
+	}
+}
+
+func TestRecordVoters(t *testing.T) {
+	const cluster = testBase + "-g3-2a2a2a2a2a2a"
+	tests := []struct {
+		name      string
+		data      map[string]string
+		index     uint64
+		voters    []string
+		wantWrote bool
+		wantData  map[string]string // the stored data afterwards (KeyCreated aside)
+	}{
+		{"newer voters", votersData(cluster, "3", "a", "a", "1"), 7, []string{"c", "a", "b"}, true,
+			votersData(cluster, "3", "a", "a,b,c", "7")},
+		{"object of an older version", recordData(cluster, "3", "a"), 7, []string{"a", "b"}, true,
+			votersData(cluster, "3", "a", "a,b", "7")},
+		{"stale index", votersData(cluster, "3", "a", "a,b,c", "9"), 7, []string{"a", "b"}, false,
+			votersData(cluster, "3", "a", "a,b,c", "9")},
+		{"same index", votersData(cluster, "3", "a", "a,b,c", "7"), 7, []string{"a", "b"}, false,
+			votersData(cluster, "3", "a", "a,b,c", "7")},
+		// The same voters at a later index (a new leader's no-op committed) are no reason to
+		// write: a write per configuration change, not per leader change.
+		{"same voters", votersData(cluster, "3", "a", "a,b,c", "5"), 9, []string{"a", "b", "c"}, false,
+			votersData(cluster, "3", "a", "a,b,c", "5")},
+		{"another cluster", votersData(testBase+"-g4-2b2b2b2b2b2b", "4", "d", "d", "1"), 7, []string{"a", "b"}, false,
+			votersData(testBase+"-g4-2b2b2b2b2b2b", "4", "d", "d", "1")},
+		{"an empty object", nil, 7, []string{"a", "b"}, false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			seed := configMap("7", tt.data)
+			seed.Labels = map[string]string{"helm.sh/chart": "raft-elector"}
+			api := newFakeAPI(t, seed)
+			o := newObject(t, api)
+			if _, err := o.Get(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			changed := o.Changed()
+
+			wrote, err := o.RecordVoters(t.Context(), cluster, tt.index, tt.voters)
+			if err != nil || wrote != tt.wantWrote {
+				t.Fatalf("RecordVoters = %v, %v; want %v, nil", wrote, err, tt.wantWrote)
+			}
+			stored := api.stored(t)
+			if !equalData(stored.Data, tt.wantData) {
+				t.Errorf("stored data %v, want %v", stored.Data, tt.wantData)
+			}
+			if stored.Labels["helm.sh/chart"] != "raft-elector" {
+				t.Errorf("labels %v: the chart's label was lost", stored.Labels)
+			}
+			updates := api.writes("update")
+			if !tt.wantWrote {
+				if len(updates) != 0 {
+					t.Errorf("%d updates, want none", len(updates))
+				}
+				return
+			}
+			if len(updates) != 1 || updates[0].ResourceVersion != "7" {
+				t.Errorf("updates = %d, want one conditional on resourceVersion 7", len(updates))
+			}
+			if l := o.Latest(); !slices.Equal(l.Voters(), strings.Split(tt.wantData[KeyVoters], ",")) || l.ConfigIndex != tt.index ||
+				l.ResourceVersion != stored.ResourceVersion {
+				t.Errorf("Latest = %+v (voters %q), want the record written", l, l.Voters())
+			}
+			if isClosed(changed) {
+				t.Error("Changed closed by a record of the same cluster")
+			}
+		})
+	}
+}
+
+func TestRecordVotersRetriesAConflict(t *testing.T) {
+	const cluster = testBase + "-g1-2c2c2c2c2c2c"
+	tests := []struct {
+		name     string
+		between  map[string]string // what another writer stores between the read and the update
+		wantData map[string]string
+		wantRV   int // updates sent
+	}{
+		// Only the resourceVersion moved (a label edit, an older leader's record): read again
+		// and write.
+		{"an older record in between", votersData(cluster, "1", "a", "a,b", "4"), votersData(cluster, "1", "a", "a,b,c", "7"), 2},
+		// A newer leader recorded a newer configuration: leave it.
+		{"a newer record in between", votersData(cluster, "1", "a", "a,c", "9"), votersData(cluster, "1", "a", "a,c", "9"), 1},
+		// A recovery: leave it.
+		{"a new generation in between", votersData(testBase+"-g2-2d2d2d2d2d2d", "2", "d", "d", "1"), votersData(testBase+"-g2-2d2d2d2d2d2d", "2", "d", "d", "1"), 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			api := newFakeAPI(t, configMap("7", votersData(cluster, "1", "a", "a", "1")))
+			fired := 0
+			api.PrependReactor("update", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
+				fired++
+				if fired == 1 {
+					api.write(t, tt.between) // the update below then fails its precondition
+				}
+				return false, nil, nil
+			})
+			o := newObject(t, api)
+			wrote, err := o.RecordVoters(t.Context(), cluster, 7, []string{"a", "b", "c"})
+			if err != nil || wrote != (tt.wantRV == 2) {
+				t.Fatalf("RecordVoters = %v, %v; want %v, nil", wrote, err, tt.wantRV == 2)
+			}
+			if got := api.stored(t).Data; !equalData(got, tt.wantData) {
+				t.Errorf("stored data %v, want %v", got, tt.wantData)
+			}
+			if n := len(api.writes("update")); n != tt.wantRV {
+				t.Errorf("%d updates, want %d", n, tt.wantRV)
+			}
+		})
+	}
+}
+
+func TestRecordVotersGivesUpWhenTheObjectKeepsChanging(t *testing.T) {
+	const cluster = testBase + "-g1-2e2e2e2e2e2e"
+	api := newFakeAPI(t, configMap("7", votersData(cluster, "1", "a", "a", "1")))
+	api.PrependReactor("update", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewConflict(configMapsGR, testName, errors.New("the object has been modified"))
+	})
+	wrote, err := newObject(t, api).RecordVoters(t.Context(), cluster, 7, []string{"a", "b"})
+	if err == nil || wrote {
+		t.Fatalf("RecordVoters = %v, %v; want an error", wrote, err)
+	}
+	if n := len(api.writes("update")); n != 5 {
+		t.Errorf("%d updates, want 5 attempts", n)
+	}
+}
+
+func TestRecordVotersErrors(t *testing.T) {
+	const cluster = testBase + "-g1-2f2f2f2f2f2f"
+	t.Run("bad arguments", func(t *testing.T) {
+		for _, tc := range []struct {
+			index  uint64
+			voters []string
+		}{
+			{7, nil},
+			{7, []string{"a", "a"}},
+			{7, []string{"a,b"}},
+			{7, []string{""}},
+			{7, []string{"a b"}},
+			{7, make([]string, raft.MaxMembers+1)},
+			{0, []string{"a"}},
+		} {
+			api := newFakeAPI(t, configMap("7", votersData(cluster, "1", "a", "a", "1")))
+			if wrote, err := newObject(t, api).RecordVoters(t.Context(), cluster, tc.index, tc.voters); err == nil || wrote {
+				t.Errorf("RecordVoters(%d, %q) = %v, %v; want an error", tc.index, tc.voters, wrote, err)
+			}
+			if n := len(api.Actions()); n != 0 {
+				t.Errorf("RecordVoters(%d, %q) sent %d requests, want none", tc.index, tc.voters, n)
+			}
+		}
+	})
+	t.Run("no object", func(t *testing.T) {
+		api := newFakeAPI(t)
+		if wrote, err := newObject(t, api).RecordVoters(t.Context(), cluster, 7, []string{"a"}); err != nil || wrote {
+			t.Errorf("RecordVoters = %v, %v; want nothing done", wrote, err)
+		}
+		if api.stored(t) != nil {
+			t.Error("RecordVoters created the object")
+		}
+	})
+	t.Run("malformed object", func(t *testing.T) {
+		api := newFakeAPI(t, configMap("7", votersData(cluster, "1", "a", "b,a", "1")))
+		if wrote, err := newObject(t, api).RecordVoters(t.Context(), cluster, 7, []string{"a"}); !errors.Is(err, ErrMalformed) || wrote {
+			t.Errorf("RecordVoters = %v, %v; want %v", wrote, err, ErrMalformed)
+		}
+		if n := len(api.writes("update")); n != 0 {
+			t.Errorf("%d updates of a malformed object, want none", n)
+		}
+	})
+	t.Run("forbidden", func(t *testing.T) {
+		api := newFakeAPI(t, configMap("7", votersData(cluster, "1", "a", "a", "1")))
+		api.PrependReactor("update", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, apierrors.NewForbidden(configMapsGR, testName, errors.New("RBAC: access denied"))
+		})
+		_, err := newObject(t, api).RecordVoters(t.Context(), cluster, 7, []string{"a", "b"})
+		if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "deploy/rbac.yaml") {
+			t.Errorf("RecordVoters error %v, want Forbidden naming the RBAC fix", err)
+		}
+	})
+}
+
+// Within one cluster, Latest takes the recorded voters with the highest config index, and
+// never wakes the watchers for them.
+func TestObserveKeepsTheNewestRecordedVoters(t *testing.T) {
+	base := Record{ClusterID: "c-g1-a", Generation: 1, Bootstrapper: "a", ResourceVersion: "10", ConfigIndex: 1, voters: "a"}
+	at := func(rv string, index uint64, voters string) Record {
+		r := base
+		r.ResourceVersion, r.ConfigIndex, r.voters = rv, index, voters
+		return r
+	}
+	o := newObject(t, fake.NewClientset())
+	o.observe(base)
+	for _, s := range []struct {
+		name string
+		in   Record
+		want Record
+	}{
+		{"newer voters", at("11", 5, "a,b"), at("11", 5, "a,b")},
+		{"a stale read", at("10", 1, "a"), at("10", 5, "a,b")},
+		{"newer again", at("12", 9, "a,b,c"), at("12", 9, "a,b,c")},
+		{"no voters (edited by hand)", at("13", 0, ""), at("13", 9, "a,b,c")},
+	} {
+		before := o.Changed()
+		o.observe(s.in)
+		if got := o.Latest(); got != s.want {
+			t.Errorf("%s: Latest = %+v, want %+v", s.name, got, s.want)
+		}
+		if isClosed(before) {
+			t.Errorf("%s: Changed closed", s.name)
+		}
+	}
 }

@@ -20,9 +20,10 @@ import (
 
 // Membership through the Raft log in Kubernetes mode, over real processes and a real
 // kube-apiserver: pods that come and go (scaling, a rolling update), many learners behind five
-// voters, and the recovery of a cluster that lost a majority of its voters for good. Pods are
-// removed the way a kubelet removes them: a graceful delete (the pod turns terminating), SIGTERM
-// to the member, and once it has exited a delete with a zero grace period. Pod names are never
+// voters, the recovery of a cluster that lost a majority of its voters for good, and of one
+// whose pods were all replaced at once. Pods are removed the way a kubelet removes them: a
+// graceful delete (the pod turns terminating), SIGTERM to the member, and once it has exited a
+// delete with a zero grace period. Pod names are never
 // reused within a test: a name is one member slot of the harness, and the lease checker follows
 // a member's term by name. The lease checker and the label watch run throughout every test.
 
@@ -570,6 +571,119 @@ func TestKubeMajorityLossRecovers(t *testing.T) {
 	t.Logf("majority loss: recovery time (SIGKILL of 3 of 5 voters → a leader agreed by the 2 survivors) %s with --recover-after=%s; lease terms: %d before, %d after",
 		recovered.Sub(killed).Round(time.Millisecond), recoverAfter, term, nextTerm)
 	checkFencing(t, c, c.start, time.Now())
+}
+
+// 5. Every pod replaced at once (scaled to zero and back, a node pool replaced): the three
+// voters are killed and their pods deleted, and three new pods start without state. The
+// bootstrap object still names the old cluster, so none of them bootstraps; each waits as a
+// learner with no configuration. The object records the old voters, whose pods are gone: after
+// --recover-after without a leader the new pods start one new generation (one of them wins the
+// compare-and-swap, the others join it), elect, and promote to three voters, which the object
+// then records. No two leases or leader labels overlap, and the term keeps growing.
+func TestKubeAllPodsReplaced(t *testing.T) {
+	env := startKubeEnv(t)
+	const ns, subnet = "replaced", 114
+	createNamespace(t, env, ns)
+	kubeconfig := installSidecarRBAC(t, env, ns)
+	var ips []string
+	for n := 1; n <= 6; n++ {
+		ips = append(ips, kubeIP(subnet, n))
+	}
+	var pods []kubePod
+	for n := range 3 {
+		pods = append(pods, kubePod{Name: fmt.Sprintf("web-%d", n), IP: ips[n], Run: true})
+	}
+	const recoverAfter = 3 * time.Second // three election timeouts
+	app := startKubeApp(t, env, kubeAppConfig{Namespace: ns, App: "web", Kubeconfig: kubeconfig,
+		PeerPort: pickPeerPort(t, ips), Pods: pods, ExtraArgs: []string{"--recover-after=" + recoverAfter.String()}})
+	c := app.Cluster
+	old := c.All()
+	leader, term, _ := waitSettled(app, old, 30*time.Second)
+
+	object := bootstrap.DefaultName(ns, app.Selector())
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), apiCallBudget)
+		defer cancel()
+		if cm, err := env.AdminClient.CoreV1().ConfigMaps(ns).Get(ctx, object, metav1.GetOptions{}); err == nil {
+			t.Logf("bootstrap object %s at the end: %v", object, cm.Data)
+		}
+	})
+	first := waitRecordedVoters(t, env, app, object, old, 10*time.Second)
+	if first[bootstrap.KeyGeneration] != "1" {
+		t.Fatalf("bootstrap object %s: %v; want generation 1", object, first)
+	}
+	c.Logf("all pods replaced: %s leads 3 voters in term %d; the object records voters %s at index %s",
+		app.Name(leader), term, first[bootstrap.KeyVoters], first[bootstrap.KeyConfigIndex])
+
+	// Scale to zero: every process dies and every pod is gone.
+	for _, i := range old {
+		c.Kill(i)
+	}
+	for _, i := range old {
+		app.DeletePod(app.Name(i), true)
+	}
+	app.WaitLabels(map[string]string{app.Name(old[0]): "", app.Name(old[1]): "", app.Name(old[2]): ""}, 10*time.Second)
+
+	// Scale up again: three new pods, new names and UIDs, no state.
+	apiBefore := readAPICounts(t, env, "configmaps")
+	begin := time.Now()
+	fresh := app.AddPods(kubeNewPod{Name: "web-new-0", IP: ips[3]}, kubeNewPod{Name: "web-new-1", IP: ips[4]}, kubeNewPod{Name: "web-new-2", IP: ips[5]})
+	next, nextTerm, led := c.WaitAgreedLeader(fresh, 30*time.Second)
+	c.Logf("all pods replaced: %s leads the new pods in term %d, %s after they started",
+		app.Name(next), nextTerm, led.Sub(begin).Round(time.Millisecond))
+	if nextTerm < bootstrap.TermBase(2) || nextTerm <= term {
+		t.Errorf("the new leader's term %d is not above the old generation's terms (old leader's term %d, generation 2 starts at %d)",
+			nextTerm, term, bootstrap.TermBase(2))
+	}
+
+	final, finalTerm, settled := waitSettled(app, fresh, 30*time.Second)
+	second := waitRecordedVoters(t, env, app, object, fresh, 10*time.Second)
+	if second[bootstrap.KeyGeneration] != "2" || second[bootstrap.KeyCluster] == first[bootstrap.KeyCluster] {
+		t.Errorf("bootstrap object %s after the replacement: %v; want generation 2 and a new cluster id (was %s)",
+			object, second, first[bootstrap.KeyCluster])
+	}
+	if by := discovery.NameOf(second[bootstrap.KeyBootstrapper]); !slices.ContainsFunc(fresh, func(i int) bool { return app.Name(i) == by }) {
+		t.Errorf("generation 2 was bootstrapped by %q, not by a new pod %s", second[bootstrap.KeyBootstrapper], c.IDs(fresh))
+	}
+	for _, i := range fresh {
+		if line := findLogLine(c.Members[i].LogPath, "starting a new cluster generation", "bootstrap object"); line != "" {
+			c.Logf("%s: %s", app.Name(i), line)
+		}
+	}
+	cms := diffAPICounts(apiBefore, readAPICounts(t, env, "configmaps"))
+	c.Logf("all pods replaced: bootstrap object requests from the new pods' start until they were recorded: %s", cms.verbs("configmaps"))
+	c.Logf("all pods replaced: %s leads 3 voters in term %d, %s after the new pods started; the object records %s at index %s",
+		app.Name(final), finalTerm, settled.Sub(begin).Round(time.Millisecond), second[bootstrap.KeyVoters], second[bootstrap.KeyConfigIndex])
+	t.Logf("all pods replaced: new pods started → a leader agreed by all of them in %s with --recover-after=%s; 3 voters and labels right after %s; lease terms: %d before, %d after",
+		led.Sub(begin).Round(time.Millisecond), recoverAfter, settled.Sub(begin).Round(time.Millisecond), term, nextTerm)
+	checkFencing(t, c, c.start, time.Now())
+	app.Labels.Check()
+}
+
+// waitRecordedVoters waits until the bootstrap object records exactly the member ids of the
+// pods of members as its voters, and returns the object's data.
+func waitRecordedVoters(t *testing.T, env *kubeenv.Env, a *kubeApp, object string, members []int, timeout time.Duration) map[string]string {
+	t.Helper()
+	var want []string
+	for _, i := range members {
+		want = append(want, discovery.PodID(a.Name(i), a.pods[a.Name(i)].UID))
+	}
+	sort.Strings(want)
+	deadline := time.Now().Add(timeout)
+	for {
+		data := readBootstrapObject(t, env, a.cfg.Namespace, object)
+		if data[bootstrap.KeyVoters] == strings.Join(want, ",") {
+			return data
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bootstrap object %s records voters %q at index %q, want %q within %v",
+				object, data[bootstrap.KeyVoters], data[bootstrap.KeyConfigIndex], strings.Join(want, ","), timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // checkNoRecovery fails the test if the application's cluster was re-bootstrapped: the
