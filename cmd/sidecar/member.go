@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
 	"sync"
@@ -150,14 +151,18 @@ func startMember(ctx context.Context, c *config, log hclog.Logger, observers ...
 		tr.SetPeers(discovery.AddrBook(c.Peers, c.ID))
 	}
 
+	// Every server bounds its timeouts, header size and open connections (docs/security.md,
+	// "Threats from the network"): the peer port's are the transport's, the others localapi's.
 	handlers := []struct {
 		name, addr string
-		h          http.Handler
-		write      time.Duration
+		srv        *http.Server
+		serve      func(*http.Server, net.Listener) error
 	}{
-		{"peer", c.PeerAddr, tr.Handler(), 10 * time.Second},
-		{"local", c.LocalAddr, localapi.Handler(store), localapi.MaxWait + 10*time.Second},
-		{"ops", c.OpsAddr, localapi.OpsHandler(n, mx.Handler()), 30 * time.Second},
+		{"peer", c.PeerAddr, tr.NewServer(c.PeerAddr), tr.Serve},
+		{"local", c.LocalAddr, localapi.NewLocalServer(localapi.Handler(store), transport.ServerErrorLog(log.Named("local-http"))),
+			limitedServe(localapi.MaxLocalConns, log.Named("local-http"))},
+		{"ops", c.OpsAddr, localapi.NewOpsServer(localapi.OpsHandler(n, mx.Handler()), transport.ServerErrorLog(log.Named("ops-http"))),
+			limitedServe(localapi.MaxOpsConns, log.Named("ops-http"))},
 	}
 	var listeners []net.Listener
 	defer func() {
@@ -174,27 +179,19 @@ func startMember(ctx context.Context, c *config, log hclog.Logger, observers ...
 			return nil, fmt.Errorf("listen on --%s-addr %s: %w", h.name, h.addr, lerr)
 		}
 		listeners = append(listeners, l)
-		m.servers = append(m.servers, &http.Server{
-			Handler:           h.h,
-			ReadHeaderTimeout: 5 * time.Second,
-			ReadTimeout:       10 * time.Second,
-			WriteTimeout:      h.write,
-			IdleTimeout:       2 * time.Minute,
-			MaxHeaderBytes:    16 << 10,
-			ErrorLog:          log.Named(h.name + "-http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
-		})
+		m.servers = append(m.servers, h.srv)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
-	for i, s := range m.servers {
-		go func(s *http.Server, l net.Listener) {
-			if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	for i, h := range handlers {
+		go func(l net.Listener) {
+			if err := h.serve(h.srv, l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				select {
-				case m.runErr <- fmt.Errorf("%s server: %w", handlers[i].name, err):
+				case m.runErr <- fmt.Errorf("%s server: %w", h.name, err):
 				default:
 				}
 			}
-		}(s, listeners[i])
+		}(listeners[i])
 	}
 	if kube != nil {
 		m.kubeDone = make(chan struct{})
@@ -223,6 +220,13 @@ func startMember(ctx context.Context, c *config, log hclog.Logger, observers ...
 	log.Info("member started", "id", c.ID, "cluster", cluster, "bootstrapped", len(voters) > 0, "peers", len(c.Peers),
 		"peer_addr", c.PeerAddr, "local_addr", c.LocalAddr, "ops_addr", c.OpsAddr, "peer_auth", c.AuthKeys != nil)
 	return m, nil
+}
+
+// limitedServe serves a server on a listener that holds at most max connections at once.
+func limitedServe(max int, log hclog.Logger) func(*http.Server, net.Listener) error {
+	return func(srv *http.Server, l net.Listener) error {
+		return srv.Serve(transport.LimitConns(srv, l, max, log))
+	}
 }
 
 // rpcTimeout bounds one peer RPC: a reply later than a heartbeat interval is of no use to the
@@ -301,22 +305,30 @@ func serveWhileWaiting(c *config, log hclog.Logger) (store *localapi.Store, stop
 		}
 		wg.Wait()
 	}
+	// The same limits as the member's servers; the peer port, which only refuses, those of
+	// the operations endpoints.
 	for _, h := range []struct {
 		name, addr string
+		srv        func(http.Handler, *stdlog.Logger) *http.Server
 		h          http.Handler
-	}{{"peer", c.PeerAddr, peer}, {"local", c.LocalAddr, localapi.Handler(store)}, {"ops", c.OpsAddr, ops}} {
+		maxConns   int
+	}{
+		{"peer", c.PeerAddr, localapi.NewOpsServer, peer, transport.DefaultMaxConns},
+		{"local", c.LocalAddr, localapi.NewLocalServer, localapi.Handler(store), localapi.MaxLocalConns},
+		{"ops", c.OpsAddr, localapi.NewOpsServer, ops, localapi.MaxOpsConns},
+	} {
 		l, err := net.Listen("tcp", h.addr)
 		if err != nil {
 			stop()
 			return nil, nil, fmt.Errorf("listen on --%s-addr %s: %w", h.name, h.addr, err)
 		}
-		srv := &http.Server{Handler: h.h, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: localapi.MaxWait + 10*time.Second,
-			ErrorLog: log.Named(h.name + "-http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})}
+		hlog := log.Named(h.name + "-http")
+		srv := h.srv(h.h, transport.ServerErrorLog(hlog))
 		servers = append(servers, srv)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_ = srv.Serve(l)
+			_ = srv.Serve(transport.LimitConns(srv, l, h.maxConns, hlog))
 		}()
 	}
 	return store, stop, nil

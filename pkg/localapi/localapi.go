@@ -6,6 +6,10 @@
 // lease says false as soon as it wakes, before its loop has caught up. The index changes
 // exactly when the answer's name, isLeader, term or state changes; lease renewals alone do not
 // change it, so a watcher wakes on changes of leadership, not on every heartbeat.
+//
+// What a client can make it hold is bounded (server.go): MaxLongPolls waiting long polls, the
+// connections of NewLocalServer and NewOpsServer served on a limited listener, no request
+// bodies, and timeouts on reading a request.
 package localapi
 
 import (
@@ -16,6 +20,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/raft-elector/raft-elector/pkg/node"
@@ -160,10 +165,20 @@ func (s *Store) Answer() (Answer, <-chan struct{}) {
 	return a, s.changed
 }
 
-// Handler returns the local API: GET /leader, GET /leader/self, GET /.
-func Handler(s *Store) http.Handler {
+// Handler returns the local API: GET /leader, GET /leader/self, GET /. At most MaxLongPolls
+// long polls wait at once; one more is answered 503 at once.
+func Handler(s *Store) http.Handler { return newHandler(s, MaxLongPolls) }
+
+// apiHandler is the local API with its count of waiting long polls.
+type apiHandler struct {
+	http.Handler
+	polls *pollLimit
+}
+
+func newHandler(s *Store, maxPolls int) *apiHandler {
+	polls := &pollLimit{max: int64(maxPolls)}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/leader", func(w http.ResponseWriter, r *http.Request) { serveLeader(s, w, r) })
+	mux.HandleFunc("/leader", func(w http.ResponseWriter, r *http.Request) { serveLeader(s, polls, w, r) })
 	mux.HandleFunc("/leader/self", func(w http.ResponseWriter, r *http.Request) {
 		if !checkRequest(w, r, nil) {
 			return
@@ -186,10 +201,26 @@ func Handler(s *Store) http.Handler {
 		}{a.Name})
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %q; try GET /leader", r.URL.Path))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %q; try GET /leader", truncate(r.URL.Path)))
 	})
-	return mux
+	return &apiHandler{Handler: guard(mux), polls: polls}
 }
+
+// pollLimit counts the long polls waiting.
+type pollLimit struct {
+	max     int64
+	waiting atomic.Int64
+}
+
+func (p *pollLimit) enter() bool {
+	if p.waiting.Add(1) > p.max {
+		p.waiting.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (p *pollLimit) exit() { p.waiting.Add(-1) }
 
 // WaitQuery is a parsed long-poll query.
 type WaitQuery struct {
@@ -251,13 +282,22 @@ func parseWait(v string) (time.Duration, error) {
 	return d, nil
 }
 
-func serveLeader(s *Store, w http.ResponseWriter, r *http.Request) {
+func serveLeader(s *Store, polls *pollLimit, w http.ResponseWriter, r *http.Request) {
 	var q WaitQuery
 	if !checkRequest(w, r, &q) {
 		return
 	}
 	a, changed := s.Answer()
 	if q.HasIndex && a.Index == q.Index && q.Wait > 0 {
+		// Each waiting poll holds a goroutine, a timer and a connection for up to MaxWait:
+		// an application that leaks them must not make the sidecar leak memory too.
+		if !polls.enter() {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
+				"%d long polls are already waiting, the most this member serves; retry after a second (does the application leak long polls?)", polls.max))
+			return
+		}
+		defer polls.exit()
 		timer := time.NewTimer(q.Wait)
 		defer timer.Stop()
 	wait:
@@ -278,6 +318,31 @@ func serveLeader(s *Store, w http.ResponseWriter, r *http.Request) {
 		code = http.StatusServiceUnavailable
 	}
 	writeJSON(w, code, a)
+}
+
+// guard refuses, for every endpoint, methods other than GET and HEAD (405) and requests with
+// a body (400), so that no handler waits for a body: a client that trickles one is refused
+// once its headers are in, and loses its connection at once.
+func guard(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method != http.MethodGet && r.Method != http.MethodHead:
+			w.Header().Set("Allow", "GET, HEAD")
+			refuseAndClose(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed; use GET", truncate(r.Method)))
+		case r.ContentLength != 0: // -1: a chunked body
+			refuseAndClose(w, http.StatusBadRequest, r.Method+" takes no request body")
+		default:
+			h.ServeHTTP(w, r)
+		}
+	})
+}
+
+// refuseAndClose writes an error and ends the connection without reading what is left of the
+// request body (net/http would otherwise read up to 256 KiB of it first).
+func refuseAndClose(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Connection", "close")
+	writeError(w, code, msg)
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 }
 
 // checkRequest allows GET and HEAD, and parses the query into q (or refuses any query when q

@@ -14,7 +14,8 @@ type Member interface {
 }
 
 // OpsHandler serves /healthz (the member's loop is alive and ticking) and /readyz (the member
-// knows a leader or is one), and mounts metrics (if non-nil) on /metrics.
+// knows a leader or is one), and mounts metrics (if non-nil) on /metrics. Every endpoint takes
+// GET or HEAD without a body.
 func OpsHandler(m Member, metrics http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -49,5 +50,5 @@ func OpsHandler(m Member, metrics http.Handler) http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint; try /healthz, /readyz or /metrics")
 	})
-	return mux
+	return guard(mux)
 }

@@ -23,6 +23,12 @@
 //     its own goroutine, so a dead, slow or hung peer delays only the messages addressed to it.
 //     When a queue is full the oldest message is dropped: heartbeats and votes are resent by the
 //     protocol, and a fresh one is worth more than a stale one.
+//   - What a client of the peer port can make a member hold is bounded (NewServer, Serve): at
+//     most HTTPConfig.MaxConns connections (a newcomer evicts one that has sent no complete
+//     request yet, so silent or trickling clients cannot lock the port; one that is serving a
+//     request or served one in the last 5 s is never evicted), 2 s to send the headers
+//     (16 KiB at most) and 5 s for the whole request, 16 KiB of body per request and only
+//     a few larger bodies at once. Every refusal ends its connection.
 //   - Every message Send refuses or a full queue drops is counted by reason (Stats,
 //     Observer). Messages still queued for a peer when it leaves the address book or the
 //     transport closes are discarded without being counted.

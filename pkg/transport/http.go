@@ -64,6 +64,10 @@ type HTTPConfig struct {
 	// DefaultReplayCacheSize.
 	ReplayCacheSize int
 
+	// MaxConns bounds the connections the peer server (Serve) holds open at once; see
+	// LimitConns for what happens at the limit. Zero means DefaultMaxConns.
+	MaxConns int
+
 	// AcceptUnsigned is the transition mode for turning authentication on or off in a running
 	// cluster (docs/security.md), and gives no protection while set: with Keys, every request
 	// is still signed and every signature present is verified (a bad one is refused), but a
@@ -98,6 +102,11 @@ type HTTP struct {
 	// auth signs and verifies peer messages; nil when authentication is off.
 	auth *authenticator
 
+	// maxConns bounds the server's connections (Serve); largeBodies holds a token for each
+	// request body over smallBodyBytes being read.
+	maxConns    int
+	largeBodies chan struct{}
+
 	mu     sync.RWMutex
 	closed bool
 	peers  map[string]*httpPeer
@@ -123,9 +132,9 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	if cfg.Handler == nil {
 		return nil, errors.New("transport: no handler for received messages")
 	}
-	if cfg.RPCTimeout < 0 || cfg.QueueSize < 0 || cfg.MaxClockSkew < 0 || cfg.ReplayCacheSize < 0 {
-		return nil, fmt.Errorf("transport: RPC timeout (%v), queue size (%d), clock skew (%v) and replay cache size (%d) must not be negative",
-			cfg.RPCTimeout, cfg.QueueSize, cfg.MaxClockSkew, cfg.ReplayCacheSize)
+	if cfg.RPCTimeout < 0 || cfg.QueueSize < 0 || cfg.MaxClockSkew < 0 || cfg.ReplayCacheSize < 0 || cfg.MaxConns < 0 {
+		return nil, fmt.Errorf("transport: RPC timeout (%v), queue size (%d), clock skew (%v), replay cache size (%d) and connection limit (%d) must not be negative",
+			cfg.RPCTimeout, cfg.QueueSize, cfg.MaxClockSkew, cfg.ReplayCacheSize, cfg.MaxConns)
 	}
 	if cfg.AcceptUnsigned && cfg.Keys == nil {
 		return nil, errors.New("transport: accepting unsigned messages is a mode of authentication, which needs keys")
@@ -153,6 +162,9 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	if cfg.QueueSize == 0 {
 		cfg.QueueSize = DefaultQueueSize
 	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
@@ -161,18 +173,20 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &HTTP{
-		id:         cfg.ID,
-		handler:    cfg.Handler,
-		rpcTimeout: cfg.RPCTimeout,
-		queueSize:  cfg.QueueSize,
-		log:        cfg.Logger,
-		obs:        cfg.Observer,
-		client:     newClient(),
-		ctx:        ctx,
-		cancel:     cancel,
-		serverLog:  logLimiter{interval: time.Minute},
-		auth:       auth,
-		peers:      map[string]*httpPeer{},
+		id:          cfg.ID,
+		handler:     cfg.Handler,
+		rpcTimeout:  cfg.RPCTimeout,
+		queueSize:   cfg.QueueSize,
+		log:         cfg.Logger,
+		obs:         cfg.Observer,
+		client:      newClient(),
+		ctx:         ctx,
+		cancel:      cancel,
+		serverLog:   logLimiter{interval: time.Minute},
+		auth:        auth,
+		maxConns:    cfg.MaxConns,
+		largeBodies: make(chan struct{}, maxLargeBodies),
+		peers:       map[string]*httpPeer{},
 	}, nil
 }
 

@@ -6,11 +6,10 @@ import (
 	"errors"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"strings"
 	"time"
-
-	"github.com/hashicorp/go-hclog"
 
 	"github.com/raft-elector/raft-elector/pkg/raft"
 )
@@ -51,30 +50,58 @@ func rpcFromPath(path string) (raft.MessageType, bool) {
 //	    WWW-Authenticate)
 //	500 the local member produced a response that does not answer the request (a bug here)
 //	503 the member could not process it now (context ended, shutting down, any other error;
-//	    also a full replay cache)
+//	    also a full replay cache, and a body over 16 KiB while maxLargeBodies others are
+//	    being read)
 //
 // Every 4xx is decided before the member is involved, except those the member itself returns,
 // and nothing malformed reaches Handler.Step. With authentication on, the signature is checked
 // right after the path and method, before the body is read (header, key and timestamp) and
 // before it is decoded (the signature over it, then the replay check); every reply to an
 // authenticated request is signed.
+//
+// Every refusal (any status but 200 and 204) also ends its connection (Connection: close,
+// without waiting for the rest of an unread body), so that a client refused before its body
+// was read cannot hold the connection by trickling the rest, and a flood of bad requests
+// costs its sender a new connection each, which the connection limit of Serve bounds.
 func (t *HTTP) Handler() http.Handler { return http.HandlerFunc(t.serve) }
+
+// Server timeouts of the peer port. A request is a few hundred bytes and is answered in a
+// millisecond or two (a write of the durable state included); these bound how long a client
+// that trickles its headers or body, by accident or on purpose, holds a connection.
+const (
+	serverReadHeaderTimeout = 2 * time.Second
+	serverReadTimeout       = 5 * time.Second
+	serverWriteTimeout      = 5 * time.Second
+	// serverIdleTimeout is longer than the client's 90 s, so that the client closes first.
+	serverIdleTimeout = 2 * time.Minute
+	serverMaxHeader   = 16 << 10
+)
 
 // NewServer returns an http.Server for the peer port serving Handler, with timeouts that keep
 // a peer that trickles its headers or body (by accident or on purpose) from holding a
-// connection and a goroutine for long. Connections stay open between requests so heartbeats
-// reuse them. Shut it down before or after Close; either order is safe.
+// connection and a goroutine for long, and a 16 KiB bound on the request headers (431 beyond).
+// net/http's own complaints are logged rate-limited (ServerErrorLog). Connections stay open
+// between requests so heartbeats reuse them. Serve it with Serve, which also bounds the
+// connections it holds. Shut it down before or after Close; either order is safe.
 func (t *HTTP) NewServer(addr string) *http.Server {
 	return &http.Server{
 		Addr:              addr,
 		Handler:           t.Handler(),
-		ReadHeaderTimeout: 2 * time.Second,
-		ReadTimeout:       5 * time.Second,
-		WriteTimeout:      5 * time.Second,
-		IdleTimeout:       2 * time.Minute, // longer than the client's 90 s, so the client closes first
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          t.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
+		ReadHeaderTimeout: serverReadHeaderTimeout,
+		ReadTimeout:       serverReadTimeout,
+		WriteTimeout:      serverWriteTimeout,
+		IdleTimeout:       serverIdleTimeout,
+		MaxHeaderBytes:    serverMaxHeader,
+		ErrorLog:          ServerErrorLog(t.log),
 	}
+}
+
+// Serve serves srv (from NewServer) on l, holding at most HTTPConfig.MaxConns connections at
+// once (LimitConns): a flood of connections, idle ones or ones that trickle their requests
+// cost a bounded number of goroutines and buffers, and cannot lock out a peer that connects
+// anew. It returns what srv.Serve returns.
+func (t *HTTP) Serve(srv *http.Server, l net.Listener) error {
+	return srv.Serve(LimitConns(srv, l, t.maxConns, t.log))
 }
 
 func (t *HTTP) serve(w http.ResponseWriter, r *http.Request) {
@@ -112,23 +139,16 @@ func (t *HTTP) serve(w http.ResponseWriter, r *http.Request) {
 		t.refuse(w, r, name, http.StatusUnsupportedMediaType, "content type must be "+contentType, nil)
 		return
 	}
-	if r.ContentLength > MaxMessageBytes {
-		t.refuse(w, r, name, http.StatusRequestEntityTooLarge, "body over the limit", nil)
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxMessageBytes))
-	if err != nil {
-		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
-			t.refuse(w, r, name, http.StatusRequestEntityTooLarge, "body over the limit", nil)
-			return
-		}
-		t.refuse(w, r, name, http.StatusBadRequest, "read body: "+err.Error(), nil)
+	body, code, msg := t.readRequestBody(w, r)
+	if code != 0 {
+		t.refuse(w, r, name, code, msg, nil)
 		return
 	}
 	// The signature covers the body: it is verified after the body is read and before
 	// anything in it is trusted. From here on every reply is signed (auth is nil when
 	// authentication is off).
 	var auth *verifiedRequest
+	var err error
 	if sig != nil {
 		auth, err = t.auth.verifyRequest(sig, r, body)
 		if aerr, ok := errors.AsType[*authError](err); ok {
@@ -217,6 +237,56 @@ func (t *HTTP) serve(w http.ResponseWriter, r *http.Request) {
 	w.Write(out)
 }
 
+// smallBodyBytes is what any request may buffer; a body beyond it needs one of maxLargeBodies
+// slots. A heartbeat or a vote is a few hundred bytes; only an append-entries carrying the
+// configuration of dozens of members is larger, and a member is sent those rarely, by its
+// leader alone. So a flood of large bodies buffers at most maxLargeBodies × MaxMessageBytes
+// (2 MiB) on top of smallBodyBytes per connection, while a heartbeat never waits for a slot.
+const (
+	smallBodyBytes = 16 << 10
+	maxLargeBodies = 8
+)
+
+// readRequestBody reads the request's body, at most MaxMessageBytes, or returns the status
+// and message to refuse the request with: 413 over the limit, 400 unreadable, 503 when the
+// body is large and every slot for large bodies is taken.
+func (t *HTTP) readRequestBody(w http.ResponseWriter, r *http.Request) (body []byte, code int, msg string) {
+	if r.ContentLength > MaxMessageBytes {
+		return nil, http.StatusRequestEntityTooLarge, "body over the limit"
+	}
+	rd := http.MaxBytesReader(w, r.Body, MaxMessageBytes)
+	fail := func(err error) ([]byte, int, string) {
+		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
+			return nil, http.StatusRequestEntityTooLarge, "body over the limit"
+		}
+		return nil, http.StatusBadRequest, "read body: " + err.Error()
+	}
+	if r.ContentLength <= smallBodyBytes { // -1 too: a chunked body of unknown length
+		var err error
+		if body, err = io.ReadAll(io.LimitReader(rd, smallBodyBytes+1)); err != nil {
+			return fail(err)
+		}
+		if len(body) <= smallBodyBytes {
+			return body, 0, ""
+		}
+	}
+	select {
+	case t.largeBodies <- struct{}{}:
+		defer func() { <-t.largeBodies }()
+	default:
+		if t.serverLog.allow("large-bodies") {
+			t.log.Warn("refusing a large peer request: other large bodies are being read (rate-limited)",
+				"remote", r.RemoteAddr, "content_length", r.ContentLength, "slots", maxLargeBodies)
+		}
+		return nil, http.StatusServiceUnavailable, "member is reading other large requests; try again"
+	}
+	rest, err := io.ReadAll(rd)
+	if err != nil {
+		return fail(err)
+	}
+	return append(body, rest...), 0, ""
+}
+
 // statusForStepError maps what the member refused a message for to the status that tells the
 // sender what to fix.
 func statusForStepError(err error) int {
@@ -264,6 +334,11 @@ func (t *HTTP) writeError(w http.ResponseWriter, rpc string, code int, msg strin
 	}
 	h.Set("Content-Type", contentType)
 	h.Set("X-Content-Type-Options", "nosniff")
+	// See Handler: a refused client does not keep its connection. net/http would still read
+	// up to 256 KiB of an unread body before closing it; the deadline ends that wait at once,
+	// so a client that trickles a body it was refused for loses its connection now.
+	h.Set("Connection", "close")
 	w.WriteHeader(code)
 	w.Write(body)
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 }

@@ -49,9 +49,10 @@ const (
 )
 
 // MaxMessageBytes bounds a request or response body. A message is a few hundred bytes (three
-// ids of at most raft.MaxIDLength and a few numbers); 64 KiB leaves room for the configuration
-// entries append-entries will carry, while a hostile or broken peer cannot make a member buffer
-// megabytes.
+// ids of at most raft.MaxIDLength and a few numbers); 256 KiB leaves room for the configuration
+// entries and snapshot an append-entries carries (up to raft.MaxMembers ids of
+// raft.MaxIDLength bytes each, several times), while a hostile or broken peer cannot make a
+// member buffer megabytes. The server reads bodies over 16 KiB only a few at a time (Handler).
 const MaxMessageBytes = 256 << 10
 
 // Observer receives the events metrics are made of (raft_elector_rpc_requests_total{rpc,code},
