@@ -111,8 +111,12 @@ type usageError struct{ msg string }
 func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error {
-	return &usageError{msg: fmt.Sprintf(format, args...)}
+	// A value from the command line or the environment may hold a line break (the flag
+	// package and net.SplitHostPort repeat it unquoted): escape it, so the error stays one line.
+	return &usageError{msg: usageOneLine.Replace(fmt.Sprintf(format, args...))}
 }
+
+var usageOneLine = strings.NewReplacer("\r", `\r`, "\n", `\n`)
 
 // envName is the environment variable that sets a flag: --peer-addr → RAFT_ELECTOR_PEER_ADDR.
 func envName(flagName string) string {

@@ -74,7 +74,7 @@ func parseWatchFlags(args []string, stderr io.Writer) (*watchConfig, error) {
 			fs.PrintDefaults()
 			return nil, err
 		}
-		return nil, err
+		return nil, usagef("%v", err)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -86,7 +86,7 @@ func parseWatchFlags(args []string, stderr io.Writer) (*watchConfig, error) {
 	c.url = u
 	if c.listen != "" {
 		if _, _, err := net.SplitHostPort(c.listen); err != nil {
-			return nil, fmt.Errorf("--listen %q: %v", c.listen, err)
+			return nil, usagef("--listen %q: %v", c.listen, err)
 		}
 	}
 	if c.timeout <= 0 {

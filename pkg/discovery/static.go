@@ -87,7 +87,13 @@ func ParseStatic(spec string) ([]Member, error) {
 func CheckAddr(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("%q is not host:port: %v", addr, err)
+		// The reason only: a *net.AddrError repeats the address unquoted, and a control
+		// character in it would break the one-line error.
+		reason := err.Error()
+		if ae, ok := err.(*net.AddrError); ok {
+			reason = ae.Err
+		}
+		return fmt.Errorf("%q is not host:port: %s", addr, reason)
 	}
 	if host == "" {
 		return fmt.Errorf("%q has no host", addr)

@@ -68,6 +68,7 @@ package membership
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 )
 
@@ -176,7 +177,7 @@ func Next(s State) (c Change, ok bool) {
 	// successor beyond MaxVoters (even with MaxVoters 1), and hand over to it.
 	_, selfAlive := alive[s.Self]
 	maxVoters := s.MaxVoters
-	if !selfAlive {
+	if !selfAlive && maxVoters < math.MaxInt { // no room beyond MaxInt: it would wrap around
 		maxVoters++
 	}
 	promote := func() (Change, bool) {

@@ -2,6 +2,7 @@ package membership
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -316,7 +317,7 @@ func apply(s State, c Change) (State, error) {
 		r[c.ID] = learner
 	case Promote:
 		maxVoters := s.MaxVoters
-		if !alive[s.Self] {
+		if !alive[s.Self] && maxVoters < math.MaxInt {
 			maxVoters++ // a leaving leader's successor
 		}
 		if r[c.ID] != learner || !alive[c.ID] || nVoters >= maxVoters || (s.CaughtUp != nil && !s.CaughtUp(c.ID)) {

@@ -174,6 +174,9 @@ func validateRun(prevIndex, prevTerm uint64, ents []Entry) error {
 		if e.Index != prevIndex+uint64(i)+1 {
 			return fmt.Errorf("entry %d has index %d: entries are not contiguous", prevIndex+uint64(i)+1, e.Index)
 		}
+		if e.Index > MaxTerm {
+			return fmt.Errorf("entry index %d exceeds the limit %d", e.Index, uint64(MaxTerm))
+		}
 		if e.Term < prevTerm {
 			return fmt.Errorf("entry %d has term %d below the term %d before it", e.Index, e.Term, prevTerm)
 		}

@@ -195,6 +195,12 @@ func (m *Message) Validate() error {
 		if err := validateRun(m.PrevLogIndex, m.PrevLogTerm, m.Entries); err != nil {
 			return bad("%v", err)
 		}
+		if m.PrevLogIndex == 0 && len(m.Entries) > 0 && m.Entries[0].Type != EntryConfig {
+			// Index 1 holds the configuration the cluster was bootstrapped with; a member
+			// that committed a log starting otherwise would hold a snapshot without voters,
+			// which it could not load again.
+			return bad("entries from index 1 do not start with a configuration")
+		}
 		if n := len(m.Entries); n > 0 && m.Entries[n-1].Term > m.Term {
 			return bad("entry term %d is above the term %d", m.Entries[n-1].Term, m.Term)
 		}

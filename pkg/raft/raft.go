@@ -652,6 +652,12 @@ func (r *Raft) campaign(transfer bool) {
 	if !r.isVoter() {
 		return
 	}
+	if r.term >= MaxTerm || r.log.lastIndex() >= MaxTerm {
+		// The next term, or the new leader's no-op, would pass the limit every member
+		// refuses (and New refuses to load): stay a follower. Only a broken or hostile peer
+		// can push a term or an index this far.
+		return
+	}
 	if r.preVote && !transfer {
 		r.becomePreCandidate()
 		r.requestVotes(true, false)
@@ -1011,6 +1017,9 @@ func (r *Raft) ProposeConfChange(cc ConfChange) error {
 	}
 	if r.log.commit < r.termStart {
 		return fmt.Errorf("%w: no entry of term %d committed yet", ErrNotReadyForConfChange, r.term)
+	}
+	if r.log.lastIndex() >= MaxTerm {
+		return fmt.Errorf("%w: the log is at the index limit %d", ErrInvalidConfChange, r.log.lastIndex())
 	}
 	cur, _ := r.log.config()
 	next, err := cc.apply(cur, r.id)

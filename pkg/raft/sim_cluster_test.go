@@ -271,6 +271,9 @@ type sim struct {
 	p   simParams
 	opt simOptions
 	rng *rand.Rand
+	// offNet, when set, takes the messages to ids that are not members of the simulation
+	// (the fuzzer's hostile peer) instead of the network.
+	offNet func(m *simMember, msg Message)
 	// mrng draws everything about membership changes. It is separate from rng so that a
 	// fault-only schedule draws exactly what it drew before membership schedules existed.
 	mrng *rand.Rand
@@ -329,6 +332,13 @@ func newSim(seed int64, opt simOptions) *sim {
 	s := &sim{p: p, opt: opt, rng: rng, mrng: newSimRand(seed ^ simMembershipSalt), byID: map[string]int{}}
 	// Drawn even when the mutation forces membership, so that the draws after it do not move.
 	p.membership = s.mrng.Intn(simMembershipOneIn) == 0 || opt.mut.membership()
+	s.setUp(p)
+	return s
+}
+
+// setUp creates the members for p (with membership, a random non-empty subset drawn from
+// s.mrng bootstraps), starts them, and schedules the first calm, fault and membership events.
+func (s *sim) setUp(p simParams) {
 	boot := map[int]bool{}
 	if p.membership {
 		// A random non-empty subset bootstraps; all of them with the same Voters list.
@@ -354,7 +364,7 @@ func newSim(seed int64, opt simOptions) *sim {
 	s.net = s.randomNet()
 	// Members start within one nominal tick of each other, so their ticks are not aligned.
 	for _, m := range s.members {
-		s.start(m, simTime(rng.Int63n(int64(simNominalTick))))
+		s.start(m, simTime(s.rng.Int63n(int64(simNominalTick))))
 	}
 	s.calmAt = p.faultPhase
 	s.push(simEvent{at: s.calmAt, kind: simEvCalm})
@@ -362,7 +372,6 @@ func newSim(seed int64, opt simOptions) *sim {
 	if p.membership {
 		s.push(simEvent{at: s.nextConfChangeTime(), kind: simEvConfChange})
 	}
-	return s
 }
 
 func (s *sim) push(ev simEvent) {
@@ -403,27 +412,8 @@ func (s *sim) run() *simFailure {
 				break
 			}
 		}
-		s.now = ev.at
-		s.stats.events++
-		switch ev.kind {
-		case simEvTick:
-			s.tick(ev)
-		case simEvFault:
-			s.fault()
-		case simEvConfChange:
-			if ev.inc != 0 {
-				s.confChangeOnce(s.members[ev.member], int(ev.inc))
-			} else {
-				s.confChange()
-			}
-		case simEvRestart:
-			if m := s.members[ev.member]; !m.up && !m.gone && int(ev.inc) == m.inc {
-				s.restart(m)
-			}
-		case simEvCalm:
+		if !s.handle(ev) && ev.kind == simEvCalm {
 			s.beginCalm()
-		case simEvDeliver:
-			s.deliver(ev)
 		}
 		if s.calm && s.configAt == 0 && s.err == nil {
 			s.watchConvergence()
@@ -433,6 +423,35 @@ func (s *sim) run() *simFailure {
 	}
 	s.stats.confCommitted = s.check.committedChanges()
 	return s.err
+}
+
+// handle advances the clock to ev and handles it, if it is an event of the schedule's own
+// kinds (tick, fault, membership change, restart, delivery); it reports false for any other
+// kind, which the caller handles.
+func (s *sim) handle(ev simEvent) bool {
+	s.now = ev.at
+	s.stats.events++
+	switch ev.kind {
+	case simEvTick:
+		s.tick(ev)
+	case simEvFault:
+		s.fault()
+	case simEvConfChange:
+		if ev.inc != 0 {
+			s.confChangeOnce(s.members[ev.member], int(ev.inc))
+		} else {
+			s.confChange()
+		}
+	case simEvRestart:
+		if m := s.members[ev.member]; !m.up && !m.gone && int(ev.inc) == m.inc {
+			s.restart(m)
+		}
+	case simEvDeliver:
+		s.deliver(ev)
+	default:
+		return false
+	}
+	return true
 }
 
 // watchConvergence follows the calm phase: when the cluster agrees on a leader (converged),
@@ -607,6 +626,10 @@ func (s *sim) afterEvent(m *simMember, rec simTraceRec) {
 		}
 	}
 	for _, msg := range rd.Messages {
+		if _, member := s.byID[msg.To]; !member && s.offNet != nil {
+			s.offNet(m, msg)
+			continue
+		}
 		s.check.sent(s, m, msg)
 		s.send(m.idx, msg)
 	}
