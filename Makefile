@@ -9,7 +9,7 @@ UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /test/e2e -e /test/kubeenv -e 
 KUBE_PKGS = ./test/kubeenv/ ./test/kube/...
 CHART_PKGS = ./test/chart/
 
-.PHONY: all build image test fmt-check vet unit e2e kube-env kube-test helm chart-check chart-test demo bench bench-quick fuzz clean
+.PHONY: all build image test fmt-check vet unit e2e kube-env kube-test helm chart-check chart-test demo bench bench-quick fuzz nemesis clean
 
 all: build
 
@@ -34,7 +34,7 @@ unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
 e2e: kube-env helm
-	$(GO) test -race -count=1 -p 1 -timeout 20m ./test/e2e/
+	$(GO) test -race -count=1 -p 1 -timeout 30m ./test/e2e/
 
 ## helm: build Helm from the Go module proxy into .cache/helm (about 2 minutes the first time,
 ## cached after).
@@ -71,6 +71,21 @@ bench:
 
 bench-quick:
 	$(GO) test ./test/e2e -run '^TestFailoverBenchmark$$' -count=1 -timeout 10m -v -args -failover.bench -failover.quick
+
+## nemesis: the long form of the fault-injection suite (docs/reliability.md): TestNemesis and
+## TestNemesisKube for NEMESIS_DURATION each, once per entry of NEMESIS_SEEDS (0 draws a new
+## seed, which the run prints); the figures of every run are appended to NEMESIS_REPORT.
+## The short form runs in `make test` (e2e).
+NEMESIS_DURATION ?= 10m
+NEMESIS_SEEDS    ?= 0 0 0
+NEMESIS_TIMEOUT  ?= 2h
+NEMESIS_REPORT   ?= $(CURDIR)/.cache/nemesis/figures.jsonl
+nemesis: kube-env
+	@mkdir -p $(dir $(NEMESIS_REPORT))
+	@for s in $(NEMESIS_SEEDS); do \
+	  $(GO) test -race -count=1 -p 1 -timeout $(NEMESIS_TIMEOUT) ./test/e2e/ -run '^TestNemesis(Kube)?$$' -v \
+	    -args -nemesis.seed=$$s -nemesis.duration=$(NEMESIS_DURATION) -nemesis.report=$(NEMESIS_REPORT) || exit 1; \
+	done
 
 ## fuzz: a longer fuzz run of every fuzz target (FUZZTIME each).
 FUZZTIME ?= 60s

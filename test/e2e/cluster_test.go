@@ -893,23 +893,33 @@ func (c *Cluster) DescribeLatest() string {
 // when the agreement was seen.
 func (c *Cluster) WaitAgreedLeader(set []int, timeout time.Duration) (int, uint64, time.Time) {
 	c.t.Helper()
+	l, term, at, ok := c.tryAgreedLeader(set, timeout)
+	if !ok {
+		c.t.Fatalf("no leader agreed by all of %s within %v; latest answers:%s", c.IDs(set), timeout, c.DescribeLatest())
+	}
+	c.Logf("%s lead %s in term %d", c.Members[l].ID, c.IDs(set), term)
+	return l, term, at
+}
+
+// tryAgreedLeader is WaitAgreedLeader without the failure: ok is false when no leader was
+// agreed within timeout.
+func (c *Cluster) tryAgreedLeader(set []int, timeout time.Duration) (leader int, term uint64, at time.Time, ok bool) {
 	since := time.Now()
 	deadline := since.Add(timeout)
 	for {
-		if obs, ok := c.fresh(set, since); ok {
-			if l, term, ok := c.agreed(obs, set); ok {
+		if obs, fresh := c.fresh(set, since); fresh {
+			if l, term, agreed := c.agreed(obs, set); agreed {
 				at := since
 				for _, o := range obs {
 					if o.Recv.After(at) {
 						at = o.Recv
 					}
 				}
-				c.Logf("%s lead %s in term %d", c.Members[l].ID, c.IDs(set), term)
-				return l, term, at
+				return l, term, at, true
 			}
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("no leader agreed by all of %s within %v; latest answers:%s", c.IDs(set), timeout, c.DescribeLatest())
+			return -1, 0, time.Time{}, false
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

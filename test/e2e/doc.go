@@ -21,6 +21,12 @@
 // in one namespace, a forbidden namespace, and the steady-state API load beside a client-go
 // Lease elector at its default timings.
 //
+// TestNemesis and TestNemesisKube run a seeded, time-bounded random schedule of faults
+// (partitions, bridges, one-way loss, slow links, SIGKILL and restart, SIGSTOP pauses, SIGTERM,
+// and in Kubernetes mode API-server outages) with a heal and a liveness check after every step,
+// and end with a report; -nemesis.seed replays a schedule, -nemesis.duration sets its length
+// (docs/reliability.md; `make nemesis` runs the long form).
+//
 // TestFailoverBenchmark (only with -failover.bench) measures failover after SIGKILL and
 // handover after SIGTERM for 3 and 5 members, idle CPU and RSS, and writes docs/benchmarks.md.
 package e2e

@@ -595,7 +595,7 @@ func (h *hostile) flood(t *testing.T) {
 	h.unmoved(t, m)
 }
 
-// floodEnv carries a floodSpec to TestHostileFloodHelper in the attacker's process.
+// floodEnv carries a floodSpec to floodAttacker in the attacker's process.
 const floodEnv = "RAFT_ELECTOR_E2E_FLOOD"
 
 // floodSpec is a flood: Requests requests, each on a new connection, sent by Workers
@@ -625,7 +625,7 @@ func runFloodProcess(t *testing.T, spec floodSpec) floodResult {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "nice", "-n", "19", os.Args[0], "-test.run=^TestHostileFloodHelper$", "-test.count=1", "-test.v=false")
+	cmd := exec.CommandContext(ctx, "nice", "-n", "19", os.Args[0], "-test.run=^$", "-test.count=1", "-test.v=false")
 	cmd.Env = append(os.Environ(), floodEnv+"="+string(b))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.CombinedOutput()
@@ -645,16 +645,14 @@ func runFloodProcess(t *testing.T, spec floodSpec) floodResult {
 	return floodResult{}
 }
 
-// TestHostileFloodHelper is the attacker of TestHostileInput's flood, in a process of its own
-// (runFloodProcess); it does nothing in a normal test run.
-func TestHostileFloodHelper(t *testing.T) {
-	raw := os.Getenv(floodEnv)
-	if raw == "" {
-		t.Skip("the attacker process of TestHostileInput's flood")
-	}
+// floodAttacker is the attacker of TestHostileInput's flood, in a process of its own
+// (runFloodProcess): TestMain runs it instead of the tests when floodEnv is set. It returns the
+// process's exit code.
+func floodAttacker(raw string) int {
 	var spec floodSpec
 	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
-		t.Fatal(err)
+		fmt.Fprintf(os.Stderr, "flood attacker: %s: %v\n", floodEnv, err)
+		return 2
 	}
 	var next, dropped atomic.Int64
 	var mu sync.Mutex
@@ -683,6 +681,7 @@ func TestHostileFloodHelper(t *testing.T) {
 	wg.Wait()
 	b, _ := json.Marshal(floodResult{Codes: codes, Dropped: int(dropped.Load()), Took: time.Since(start)})
 	fmt.Printf("%s%s\n", floodResultPrefix, b)
+	return 0
 }
 
 // TestHostileTermWedgeNeedsAuth: a heartbeat in the leader's name at the largest term a member
