@@ -263,7 +263,10 @@ const voterRecordingBackoff = 30 * time.Second
 // higher index, it writes them (RecordVoters: a compare-and-swap that never overwrites a
 // newer record). That is one write per configuration change, never one in the steady state
 // nor per leader change. It runs beside the loop of run, so a slow API never delays it, and
-// makes one write at a time, backing off after a failure. It returns when ctx ends.
+// makes one write at a time, backing off after a failure. It looks once per election timeout
+// rather than on every status change (a leader's status changes every heartbeat round): the
+// record only matters after --recover-after (10 election timeouts) without a leader. It
+// returns when ctx ends.
 func (k *kubeParts) recordVoters(ctx context.Context, m *member) {
 	tick := time.NewTicker(m.cfg.ElectionTimeout)
 	defer tick.Stop()
@@ -278,7 +281,6 @@ func (k *kubeParts) recordVoters(ctx context.Context, m *member) {
 		retryAt time.Time
 	)
 	for {
-		changed := m.node.Changed() // every heartbeat round on a leader
 		st, latest := m.node.Status(), k.boot.Latest()
 		if time.Now().After(retryAt) && votersToRecord(st, latest, k.cluster.ClusterID) &&
 			(tried.index != st.ConfigIndex || tried.rv != latest.ResourceVersion) {
@@ -304,7 +306,6 @@ func (k *kubeParts) recordVoters(ctx context.Context, m *member) {
 			}
 		}
 		select {
-		case <-changed:
 		case <-tick.C:
 		case <-ctx.Done():
 			return
