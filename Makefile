@@ -63,14 +63,19 @@ kube-test: kube-env
 demo:
 	$(GO) run ./cmd/sidecar demo --chaos
 
-## bench: failover after SIGKILL and handover after SIGTERM over real processes (3 and 5
-## members, default and fast timings, 50 rounds each), idle CPU and RSS; writes
-## docs/benchmarks.md. bench-quick: 5 rounds, prints only.
-bench:
-	$(GO) test ./test/e2e -run '^TestFailoverBenchmark$$' -count=1 -timeout 60m -v -args -failover.bench
+## bench: raft-elector side by side with client-go's Lease election (test/leaseelector), both
+## as real processes against a real kube-apiserver: failover after SIGKILL and handover after
+## SIGTERM (50 events each per configuration), leaderless and overlapping-leader time, API-server
+## requests and writes, CPU and RSS, and their growth with cluster size (up to 5 voters + 100
+## learners). About an hour; writes docs/benchmarks.md and docs/bench-*.png and prints the
+## ratios against the baseline. BENCH_ARGS adds flags, e.g. -compare.only='raft-elector fast'.
+## bench-quick: 3 members, 5 events, short windows; a few minutes; prints only.
+BENCH_ARGS ?=
+bench: kube-env
+	$(GO) test ./test/e2e -run '^TestCompareBenchmark$$' -count=1 -timeout 120m -v -args -compare $(BENCH_ARGS)
 
-bench-quick:
-	$(GO) test ./test/e2e -run '^TestFailoverBenchmark$$' -count=1 -timeout 10m -v -args -failover.bench -failover.quick
+bench-quick: kube-env
+	$(GO) test ./test/e2e -run '^TestCompareBenchmark$$' -count=1 -timeout 30m -v -args -compare -compare.quick $(BENCH_ARGS)
 
 ## nemesis: the long form of the fault-injection suite (docs/reliability.md): TestNemesis and
 ## TestNemesisKube for NEMESIS_DURATION each, once per entry of NEMESIS_SEEDS (0 draws a new

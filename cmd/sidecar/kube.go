@@ -13,8 +13,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/klog/v2"
 
+	"github.com/raft-elector/raft-elector/internal/klogroute"
 	"github.com/raft-elector/raft-elector/pkg/bootstrap"
 	"github.com/raft-elector/raft-elector/pkg/discovery"
 	"github.com/raft-elector/raft-elector/pkg/membership"
@@ -69,9 +69,9 @@ func restConfig(c *config) (*rest.Config, error) {
 }
 
 func newKubeParts(c *config, log hclog.Logger) (*kubeParts, error) {
-	// client-go logs through klog; send it to our logger so every line has one format.
-	klog.LogToStderr(false)
-	klog.SetOutput(log.Named("client-go").StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true}))
+	// client-go logs through klog; send it to our logger so every line has one format and
+	// is written once.
+	klogroute.Route(log.Named("client-go"))
 	rc, err := restConfig(c)
 	if err != nil {
 		return nil, err

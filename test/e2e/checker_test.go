@@ -82,6 +82,24 @@ type LeaseChecker struct {
 	compat       []*compatClaim
 	violations   []string
 	maxViol      int
+	// noLeases: the members' answers carry no leaseExpiresAt by design (the client-go
+	// baseline), so a claim without one is no contract violation, and there are no promises.
+	noLeases bool
+	// runs are the isLeader answers grouped by member, process and term, for the
+	// leader-overlap and leaderless times of the benchmarks (claimIntervals).
+	runs map[claimKey]*claimRun
+}
+
+type claimKey struct {
+	id          string
+	incarnation int
+	term        uint64
+}
+
+// claimRun spans the isLeader answers of one member process in one term: it certainly led
+// from the first answer's receipt to the last request's sending.
+type claimRun struct {
+	firstRecv, lastSent time.Time
 }
 
 // compatClaim is an answer of GET / (the leader-elector compatible form) in which a member
@@ -106,6 +124,7 @@ func newLeaseChecker(start time.Time, logf func(string, ...any)) *LeaseChecker {
 		latest:       map[int]Observation{},
 		changes:      map[int][]Observation{},
 		counts:       map[int]int{},
+		runs:         map[claimKey]*claimRun{},
 		maxViol:      50,
 	}
 }
@@ -154,7 +173,7 @@ func (lc *LeaseChecker) Record(o Observation) {
 		if a.Name != a.Self || a.State != "leader" {
 			lc.violateLocked("contract: isLeader with name %q, state %q: %s", a.Name, a.State, lc.describe(o))
 		}
-		if o.Lease.IsZero() {
+		if o.Lease.IsZero() && !lc.noLeases {
 			lc.violateLocked("contract: isLeader without a valid leaseExpiresAt: %s", lc.describe(o))
 		}
 	} else if a.LeaseExpiresAt != "" {
@@ -182,6 +201,20 @@ func (lc *LeaseChecker) Record(o Observation) {
 		lc.checkLeaseLocked(o)
 	}
 
+	if a.IsLeader {
+		k := claimKey{o.ID, o.Incarnation, a.Term}
+		if r, ok := lc.runs[k]; !ok {
+			lc.runs[k] = &claimRun{firstRecv: o.Recv, lastSent: o.Sent}
+		} else {
+			if o.Recv.Before(r.firstRecv) {
+				r.firstRecv = o.Recv
+			}
+			if o.Sent.After(r.lastSent) {
+				r.lastSent = o.Sent
+			}
+		}
+	}
+
 	// Bookkeeping for the waits and the timeline.
 	prev, seen := lc.latest[o.Member]
 	if !seen || o.Recv.After(prev.Recv) {
@@ -195,8 +228,15 @@ func (lc *LeaseChecker) Record(o Observation) {
 }
 
 func (lc *LeaseChecker) checkTermLocked(o Observation) {
-	hist := lc.terms[o.ID]
-	floor := lc.settledTerm[o.ID]
+	// A raft-elector member keeps its term on disk, so its terms never go back across
+	// restarts. The client-go baseline keeps nothing: a new process reports term 0 until it
+	// has read the Lease, so its terms are checked within one process.
+	key := o.ID
+	if lc.noLeases {
+		key = fmt.Sprintf("%s#%d", o.ID, o.Incarnation)
+	}
+	hist := lc.terms[key]
+	floor := lc.settledTerm[key]
 	for _, h := range hist {
 		if h.recv.Before(o.Sent) && h.term > floor.term {
 			floor = h
@@ -210,14 +250,14 @@ func (lc *LeaseChecker) checkTermLocked(o Observation) {
 	kept := hist[:0]
 	for _, h := range hist {
 		if o.Recv.Sub(h.recv) > settle {
-			if h.term > lc.settledTerm[o.ID].term {
-				lc.settledTerm[o.ID] = h
+			if h.term > lc.settledTerm[key].term {
+				lc.settledTerm[key] = h
 			}
 			continue
 		}
 		kept = append(kept, h)
 	}
-	lc.terms[o.ID] = append(kept, termObs{term: o.Answer.Term, recv: o.Recv, obs: o})
+	lc.terms[key] = append(kept, termObs{term: o.Answer.Term, recv: o.Recv, obs: o})
 }
 
 func (lc *LeaseChecker) checkLeaseLocked(o Observation) {
@@ -333,6 +373,22 @@ func (lc *LeaseChecker) Changes(i int, from, to time.Time) []Observation {
 	for _, o := range lc.changes[i] {
 		if !o.Recv.Before(from) && !o.Recv.After(to) {
 			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// ClaimIntervals returns, by member id, the intervals in which that member certainly led: from
+// the receipt of its first isLeader answer in a term (of one process) to the sending of the
+// last request it answered with isLeader in that term. Only runs of at least two answers
+// give an interval; a leader watched or polled every few milliseconds gives hundreds.
+func (lc *LeaseChecker) ClaimIntervals() map[string][][2]time.Time {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	out := map[string][][2]time.Time{}
+	for k, r := range lc.runs {
+		if r.lastSent.After(r.firstRecv) {
+			out[k.id] = append(out[k.id], [2]time.Time{r.firstRecv, r.lastSent})
 		}
 	}
 	return out

@@ -54,6 +54,13 @@ type Config struct {
 	// else is added, so a test can run a member exactly as a manifest configures it. It must
 	// listen on the addresses Addrs gives.
 	CommandLine func(m *Member) []string
+	// Binary, when set, is the program the members run instead of raft-elector (the client-go
+	// baseline of the benchmarks), with CommandLine and Addrs. A member whose peer address is
+	// empty is ready once its local and ops addresses answer.
+	Binary string
+	// NoLeases is for electors whose answers carry no leaseExpiresAt (the client-go baseline):
+	// the lease checker then checks everything but the lease promises.
+	NoLeases bool
 }
 
 // Member is one raft-elector process slot: an id, a data directory and a log file that survive
@@ -135,7 +142,10 @@ func NewCluster(t testing.TB, cfg Config) *Cluster {
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = 15 * time.Millisecond
 	}
-	bin := binary(t)
+	bin := cfg.Binary
+	if bin == "" {
+		bin = binary(t)
+	}
 	dir := t.TempDir()
 	c := &Cluster{
 		t:         t,
@@ -158,6 +168,7 @@ func NewCluster(t testing.TB, cfg Config) *Cluster {
 		t.Fatal(err)
 	}
 	c.Checker = newLeaseChecker(c.start, c.timelinef)
+	c.Checker.noLeases = cfg.NoLeases
 	t.Cleanup(c.cleanup)
 
 	for i := range cfg.Members {
@@ -473,11 +484,13 @@ func (m *Member) waitReady(p *process, deadline time.Time) error {
 }
 
 func (m *Member) ready() error {
-	conn, err := net.DialTimeout("tcp", m.PeerAddr(), 200*time.Millisecond)
-	if err != nil {
-		return fmt.Errorf("peer address: %w", err)
+	if peer := m.PeerAddr(); peer != "" {
+		conn, err := net.DialTimeout("tcp", peer, 200*time.Millisecond)
+		if err != nil {
+			return fmt.Errorf("peer address: %w", err)
+		}
+		conn.Close()
 	}
-	conn.Close()
 	code, _, err := m.c.get(m.OpsAddr(), "/healthz", time.Second)
 	if err != nil {
 		return fmt.Errorf("ops /healthz: %w", err)

@@ -27,6 +27,10 @@
 // and end with a report; -nemesis.seed replays a schedule, -nemesis.duration sets its length
 // (docs/reliability.md; `make nemesis` runs the long form).
 //
-// TestFailoverBenchmark (only with -failover.bench) measures failover after SIGKILL and
-// handover after SIGTERM for 3 and 5 members, idle CPU and RSS, and writes docs/benchmarks.md.
+// TestCompareBenchmark (only with -compare; `make bench`, `make bench-quick`) runs raft-elector
+// in Kubernetes mode and the client-go Lease baseline (test/leaseelector) against the same API
+// server over the same schedule of SIGKILL and SIGTERM events, measures failover, handover,
+// leaderless and overlapping-leader time, API-server load, CPU and RSS and their growth with
+// cluster size, and writes docs/benchmarks.md with its plots. TestCompareBenchmarkSmoke runs the
+// same code on a tiny schedule in every `make test`.
 package e2e

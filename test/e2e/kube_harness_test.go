@@ -213,6 +213,9 @@ type kubeAppConfig struct {
 	EnvIdentity string
 	// ExtraArgs are appended to every member's command line.
 	ExtraArgs []string
+	// Heartbeat, Election and PollInterval are those of the Cluster (Config); zero for its
+	// defaults.
+	Heartbeat, Election, PollInterval time.Duration
 }
 
 // kubeApp is an application running raft-elector in Kubernetes mode: its pods, the cluster of
@@ -259,9 +262,12 @@ func startKubeApp(t *testing.T, env *kubeenv.Env, cfg kubeAppConfig) *kubeApp {
 	binary(t) // built on first use: not part of the members' start
 	a.Started = time.Now()
 	a.Cluster = NewCluster(t, Config{
-		Members:   len(names),
-		Names:     names,
-		ExtraArgs: cfg.ExtraArgs,
+		Members:      len(names),
+		Names:        names,
+		ExtraArgs:    cfg.ExtraArgs,
+		Heartbeat:    cfg.Heartbeat,
+		Election:     cfg.Election,
+		PollInterval: cfg.PollInterval,
 		Addrs: func(i int) (string, string, string) {
 			ip := running[i].IP
 			return net.JoinHostPort(ip, strconv.Itoa(cfg.PeerPort)),
