@@ -78,6 +78,9 @@ func startMember(ctx context.Context, c *config, log hclog.Logger, observers ...
 	if kube != nil {
 		// The cluster id comes from the bootstrap object; only its winner bootstraps. While
 		// the member waits for it, /healthz says it is alive and /readyz that it is not ready.
+		// The term it reports meanwhile is the one on disk: an application that read term
+		// 55 before a restart must not read 0 after it.
+		c.termFloor = max(c.termFloor, storage.StoredTerm())
 		waiting, stopWaiting, err := serveWhileWaiting(c, log)
 		if err != nil {
 			return nil, err

@@ -286,3 +286,42 @@ func TestStorageDiscardsOnlyAReplacedCluster(t *testing.T) {
 		t.Fatalf("after discarding g1: %q %v", c, err)
 	}
 }
+
+// A member that does not know its cluster yet (Kubernetes mode, before the bootstrap object
+// answers) reports the term on disk, whatever the cluster: never 0 after a restart.
+func TestStoredTermIgnoresTheClusterButNotTheMember(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenStorage(dir, "g1", "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.StoredTerm(); got != 0 {
+		t.Fatalf("fresh dir: stored term %d", got)
+	}
+	if err := s.Save(raft.HardState{Term: 55, Vote: "b"}, raft.LogState{}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	unknown, err := OpenStorage(dir, "", "a") // the cluster is not known yet
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := unknown.StoredTerm(); got != 55 {
+		t.Errorf("stored term before the cluster is known: %d, want 55", got)
+	}
+	unknown.Close()
+	other, err := OpenStorage(dir, "g1", "z") // another member's data dir
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if got := other.StoredTerm(); got != 0 {
+		t.Errorf("stored term of member a read as member z: %d, want 0", got)
+	}
+	if err := os.WriteFile(filepath.Join(dir, stateFile), []byte("{torn"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := other.StoredTerm(); got != 0 {
+		t.Errorf("stored term of a corrupt file: %d, want 0", got)
+	}
+}

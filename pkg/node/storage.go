@@ -104,6 +104,23 @@ func (s *Storage) Load() (raft.HardState, raft.LogState, error) {
 	return p.HardState, p.Log, nil
 }
 
+// StoredTerm returns the term of this member's state in the data dir, whatever its cluster,
+// or 0 if there is none or it cannot be read (Load reports why). A member that does not know
+// its cluster yet reports it, so that the term it tells the application never goes back:
+// every later term of the same cluster is at least this one, and a new cluster generation
+// starts its terms above every term of the ones before.
+func (s *Storage) StoredTerm() uint64 {
+	d, err := s.read()
+	if err != nil || d == nil || d.ID != s.id {
+		return 0
+	}
+	var p persistent
+	if json.Unmarshal(d.State, &p) != nil || p.Term > raft.MaxTerm {
+		return 0
+	}
+	return p.Term
+}
+
 // StoredCluster returns the cluster id of the state in the data dir, or "" if there is none.
 // A Kubernetes member uses it when the API server cannot tell it which cluster it is in.
 func (s *Storage) StoredCluster() (string, error) {

@@ -272,6 +272,8 @@ type idleFigures struct {
 	cpuLeader, cpuFollower, cpuLrn float64 // % of one core; cpuLrn < 0: no learner
 	rssLeader, rssFollower, rssLrn int64   // kB
 	api                            apiSum
+	// why says, when raft-elector wrote in the window, what its members logged meanwhile.
+	why string
 }
 
 // cmpResult is what one configuration measured over the events.
@@ -623,6 +625,12 @@ func (b *benchCluster) measureIdle(t *testing.T, env *kubeenv.Env, sys *systemWr
 			t.Fatal(err)
 		}
 	}
+	logAt := make([]int64, len(c.Members))
+	for i, m := range c.Members {
+		if st, err := os.Stat(m.LogPath); err == nil {
+			logAt[i] = st.Size()
+		}
+	}
 	before := readAPICounts(t, env, benchResources...)
 	from := time.Now()
 	time.Sleep(window) // the measurement window
@@ -643,6 +651,19 @@ func (b *benchCluster) measureIdle(t *testing.T, env *kubeenv.Env, sys *systemWr
 	f.cpuLeader, f.cpuFollower, f.rssLeader, f.rssFollower = cpu[0], cpu[1], rss[0], rss[1]
 	if learner >= 0 {
 		f.cpuLrn, f.rssLrn = cpu[2], rss[2]
+	}
+	if b.cfg.kind == kindRaft && f.api.writes > 0 {
+		// raft-elector writes only when the leader or its lease changes: say which.
+		var parts []string
+		for i, m := range c.Members {
+			for _, what := range []string{"state changed", "lease lost", "lease regained", "pod label changed", "recorded the voters"} {
+				if n := strings.Count(m.logFrom(logAt[i]), what); n > 0 {
+					parts = append(parts, fmt.Sprintf("%s %q ×%d", m.ID, what, n))
+				}
+			}
+		}
+		f.why = strings.Join(parts, ", ")
+		c.Logf("%v writes in the steady state; the members logged: %s", f.api.writes, f.why)
 	}
 	if l, _, _ := c.WaitAgreedLeader(c.All(), 30*time.Second); l != leader {
 		c.Logf("leadership moved from %s to %s in the steady state", c.Members[leader].ID, c.Members[l].ID)

@@ -235,6 +235,12 @@ func (rep *cmpReport) markdown(withPlots bool) string {
 		eq, ew := r.perEvent(r.failoverAPI)
 		w("| %s | %.2f | %.3f | %.1f | %.2f | %.3f | %.1f | %.1f |\n", r.cfg.row(), rq, rw, rq*60/float64(r.cfg.members), fq, fw, eq, ew)
 	}
+	for _, r := range rep.results {
+		if r.idle.why != "" {
+			w("\n%s %s, %d members, wrote %.0f times in the steady state; in that window its members logged: %s.\n",
+				r.cfg.kind, r.cfg.timings, r.cfg.voters, r.idle.api.writes, r.idle.why)
+		}
+	}
 
 	w("\n## Idle resources of one member\n\n")
 	w("utime+stime from `/proc/<pid>/stat` over the steady-state window, as %% of one core, and `VmRSS`,\n")

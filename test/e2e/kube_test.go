@@ -218,12 +218,22 @@ func TestKubeAPIServerOutage(t *testing.T) {
 		}
 	}
 
+	// The killed member restarts while the API server is still down: it waits for the API
+	// server to name its cluster, and meanwhile answers with the term on its disk, not 0 (an
+	// application that read term N before the restart must never read less after it).
+	c.Restart(leader)
+	if o, err := c.Observe(leader); err != nil || o.Answer.Term < term || o.Answer.IsLeader || o.Code != http.StatusServiceUnavailable {
+		t.Errorf("%s restarted during the outage answers %+v (status %d, %v); want 503, not leading, term at least %d",
+			oldName, o.Answer, o.Code, err, term)
+	}
+
 	restart := time.Now()
 	if err := env.StartAPIServer(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	c.Logf("kube-apiserver ready again after %s", time.Since(restart).Round(time.Millisecond))
-	// The dead leader's pod still says leader; the new leader turns it into a follower.
+	// The old leader's pod still says leader; the new leader turns it into a follower, and
+	// its restarted member joins.
 	want := app.LabelsFor(next, map[string]string{oldName: roleFollower})
 	labelled := app.WaitLabels(want, 45*time.Second)
 	c.Logf("labels right %s after the API server was restarted", labelled.Sub(restart).Round(time.Millisecond))
