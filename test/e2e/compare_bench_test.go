@@ -349,10 +349,12 @@ func TestCompareBenchmark(t *testing.T) {
 
 // TestCompareBenchmarkSmoke runs the benchmark's code on a tiny schedule: both electors, two
 // events of each kind, one cluster size, and writes the report and the plots to a temporary
-// directory. It checks what must hold of any run, not figures.
+// directory. It checks what must hold of any run, not figures. raft-elector runs at its
+// default timings here: at the fast ones its reported lease is 60 ms, which a loaded CI
+// machine can let lapse, and the label writes that follow would fail the zero-write check.
 func TestCompareBenchmarkSmoke(t *testing.T) {
 	plan := cmpPlan{events: 2, window: 3 * time.Second,
-		configs: []cmpConfig{raftFast.with(3, 0), leaseAggressive.with(3, 0)},
+		configs: []cmpConfig{raftDefault.with(3, 0), leaseAggressive.with(3, 0)},
 		sizes:   []cmpConfig{raftDefault.with(3, 2), leaseDefaults.with(3, 2)},
 	}
 	rep := runCompare(t, plan)
