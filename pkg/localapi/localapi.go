@@ -374,6 +374,16 @@ func checkRequest(w http.ResponseWriter, r *http.Request, q *WaitQuery) bool {
 	return true
 }
 
+// ParseRawQuery parses the raw query string of GET /leader, bounded in length, as ParseQuery
+// does. The client-go baseline of the benchmarks (test/leaseelector) answers the same query.
+func ParseRawQuery(raw string) (WaitQuery, error) {
+	values, err := parseRawQuery(raw)
+	if err != nil {
+		return WaitQuery{}, err
+	}
+	return ParseQuery(values)
+}
+
 // maxQuery bounds the raw query string.
 const maxQuery = 1024
 

@@ -141,5 +141,3 @@ func percentile(ds []time.Duration, q float64) time.Duration {
 	k = max(0, min(k, len(s)-1))
 	return s[k]
 }
-
-func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }

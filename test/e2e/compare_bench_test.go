@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -185,31 +184,28 @@ func watchSystemWrites(t *testing.T, env *kubeenv.Env) *systemWrites {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	type lister func(context.Context) (string, error)
-	type watcher func(context.Context, string) (watch.Interface, error)
 	cs := env.AdminClient
-	follow := func(list lister, watchFrom watcher) error {
-		rv, err := list(ctx)
-		if err != nil {
-			return err
-		}
+	// follow lists, then watches from the list's resourceVersion, and starts over when the
+	// watch ends (a "too old" resourceVersion included). It returns once the first watch runs.
+	follow := func(list func(context.Context) (string, error), watchFrom func(context.Context, string) (watch.Interface, error)) {
+		started := make(chan struct{})
 		wg.Go(func() {
-			for ctx.Err() == nil {
-				w, err := watchFrom(ctx, rv)
+			for first := true; ctx.Err() == nil; {
+				rv, err := list(ctx)
+				var w watch.Interface
+				if err == nil {
+					w, err = watchFrom(ctx, rv)
+				}
 				if err != nil {
 					time.Sleep(100 * time.Millisecond)
-					if rv, err = list(ctx); err != nil {
-						continue
-					}
 					continue
 				}
+				if first {
+					first = false
+					close(started)
+				}
 				for ev := range w.ResultChan() {
-					obj, ok := ev.Object.(metav1.Object)
-					if !ok {
-						continue
-					}
-					rv = obj.GetResourceVersion()
-					if !strings.HasPrefix(obj.GetNamespace(), benchNSPrefix) {
+					if obj, ok := ev.Object.(metav1.Object); ok && !strings.HasPrefix(obj.GetNamespace(), benchNSPrefix) {
 						sw.mu.Lock()
 						sw.at = append(sw.at, time.Now())
 						sw.mu.Unlock()
@@ -218,33 +214,30 @@ func watchSystemWrites(t *testing.T, env *kubeenv.Env) *systemWrites {
 				w.Stop()
 			}
 		})
-		return nil
+		select {
+		case <-started:
+		case <-time.After(kubeSettle):
+			t.Fatalf("cannot watch the API server's own writes within %v", kubeSettle)
+		}
 	}
-	opts := func(rv string) metav1.ListOptions {
-		return metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: false}
-	}
-	if err := follow(func(ctx context.Context) (string, error) {
+	follow(func(ctx context.Context) (string, error) {
 		l, err := cs.CoordinationV1().Leases("").List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return "", err
 		}
 		return l.ResourceVersion, nil
 	}, func(ctx context.Context, rv string) (watch.Interface, error) {
-		return cs.CoordinationV1().Leases("").Watch(ctx, opts(rv))
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := follow(func(ctx context.Context) (string, error) {
+		return cs.CoordinationV1().Leases("").Watch(ctx, metav1.ListOptions{ResourceVersion: rv})
+	})
+	follow(func(ctx context.Context) (string, error) {
 		l, err := cs.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return "", err
 		}
 		return l.ResourceVersion, nil
 	}, func(ctx context.Context, rv string) (watch.Interface, error) {
-		return cs.CoreV1().ConfigMaps("").Watch(ctx, opts(rv))
-	}); err != nil {
-		t.Fatal(err)
-	}
+		return cs.CoreV1().ConfigMaps("").Watch(ctx, metav1.ListOptions{ResourceVersion: rv})
+	})
 	return sw
 }
 
@@ -854,11 +847,14 @@ func runScale(t *testing.T, env *kubeenv.Env, cfg cmpConfig, subnet int, plan cm
 	return s
 }
 
-// installLeaseRBAC gives the baseline's service account what client-go's Lease lock needs in
-// ns (get, create and update leases) and returns a kubeconfig for it.
+// leaseSA is the service account of the client-go electors.
+const leaseSA = "lease-elector"
+
+// installLeaseRBAC gives the service account leaseSA what client-go's Lease lock needs in ns
+// (get, create and update leases) and returns a kubeconfig for it.
 func installLeaseRBAC(t *testing.T, env *kubeenv.Env, ns string) string {
 	t.Helper()
-	const sa = "lease-elector"
+	const sa = leaseSA
 	ctx, cancel := context.WithTimeout(t.Context(), apiCallBudget)
 	defer cancel()
 	admin := env.AdminClient
@@ -898,13 +894,9 @@ func leaseElectorBinary(t testing.TB) string {
 	t.Helper()
 	binary(t) // creates buildDir
 	leaseBuildOnce.Do(func() {
-		root, err := moduleRoot()
-		if err != nil {
-			leaseBuildErr = err
-			return
-		}
 		dir := buildDir
 		if dir == "" { // raft-elector came from RAFT_ELECTOR_E2E_BIN
+			var err error
 			if dir, err = os.MkdirTemp("", "raft-elector-e2e-bin-"); err != nil {
 				leaseBuildErr = err
 				return
@@ -912,10 +904,7 @@ func leaseElectorBinary(t testing.TB) string {
 			buildDir = dir
 		}
 		out := filepath.Join(dir, "lease-elector")
-		cmd := exec.Command("go", "build", "-o", out, "./test/leaseelector")
-		cmd.Dir = root
-		if b, err := cmd.CombinedOutput(); err != nil {
-			leaseBuildErr = fmt.Errorf("go build ./test/leaseelector: %v\n%s", err, b)
+		if leaseBuildErr = goBuild("./test/leaseelector", out); leaseBuildErr != nil {
 			return
 		}
 		leaseBinPath = out

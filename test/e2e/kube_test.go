@@ -510,28 +510,11 @@ type clientGoLoad struct {
 // leases in its namespace, and counts the API server's requests over window once one leads.
 func measureClientGoLeaseElector(t *testing.T, env *kubeenv.Env, window time.Duration) clientGoLoad {
 	t.Helper()
-	const ns, sa, candidates = "lease-elector", "lease-elector", 3
+	const ns, candidates = "lease-elector", 3
 	createNamespace(t, env, ns)
+	installLeaseRBAC(t, env, ns)
 	ctx, cancel := context.WithTimeout(t.Context(), apiCallBudget)
 	defer cancel()
-	admin := env.AdminClient
-	if _, err := admin.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	role := &rbacv1.Role{
-		ObjectMeta: metav1.ObjectMeta{Name: sa},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}}},
-	}
-	if _, err := admin.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: sa},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: sa},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: ns}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 
 	runCtx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -545,7 +528,7 @@ func measureClientGoLeaseElector(t *testing.T, env *kubeenv.Env, window time.Dur
 		writes   [candidates]atomic.Int64
 	)
 	for i := range candidates {
-		cfg, _, err := env.ServiceAccountConfig(ctx, ns, sa)
+		cfg, _, err := env.ServiceAccountConfig(ctx, ns, leaseSA)
 		if err != nil {
 			t.Fatal(err)
 		}

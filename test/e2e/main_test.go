@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -45,23 +44,14 @@ func binary(t testing.TB) string {
 			binPath, buildErr = filepath.Abs(p)
 			return
 		}
-		root, err := moduleRoot()
-		if err != nil {
-			buildErr = err
-			return
-		}
+		var err error
 		buildDir, err = os.MkdirTemp("", "raft-elector-e2e-bin-")
 		if err != nil {
 			buildErr = err
 			return
 		}
 		out := filepath.Join(buildDir, "raft-elector")
-		cmd := exec.Command("go", "build", "-o", out, "./cmd/sidecar")
-		cmd.Dir = root
-		var stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stderr, &stderr
-		if err := cmd.Run(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/sidecar in %s: %v\n%s", root, err, stderr.String())
+		if buildErr = goBuild("./cmd/sidecar", out); buildErr != nil {
 			return
 		}
 		binPath = out
@@ -70,6 +60,20 @@ func binary(t testing.TB) string {
 		t.Fatalf("build raft-elector: %v", buildErr)
 	}
 	return binPath
+}
+
+// goBuild builds the main package pkg of this module into out, without -race.
+func goBuild(pkg, out string) error {
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s in %s: %v\n%s", pkg, root, err, b)
+	}
+	return nil
 }
 
 func moduleRoot() (string, error) {

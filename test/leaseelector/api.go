@@ -2,25 +2,22 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log"
 	"net/http"
-	"net/url"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/raft-elector/raft-elector/pkg/localapi"
 )
 
 const (
 	// defaultWait is the wait of a long poll that gives an index but no wait.
-	defaultWait = 30 * time.Second
+	defaultWait = localapi.DefaultWait
 	// maxWait caps a long poll's wait; a longer one waits this long.
 	maxWait = 60 * time.Second
-	// maxQuery bounds the raw query string.
-	maxQuery = 1024
 )
 
 // localHandler serves the application: GET /leader (and its long poll) and GET /. A long poll
@@ -83,49 +80,14 @@ type waitQuery struct {
 	wait     time.Duration
 }
 
-// parseWaitQuery parses index=N (a non-negative integer) and wait=D (a Go duration like 30s,
-// or whole seconds; only with index; default 30s, capped at 60s), as raft-elector does.
+// parseWaitQuery parses index=N and wait=D exactly as raft-elector does (localapi.ParseRawQuery:
+// the same errors, a wait over its 10 minutes refused); a wait over maxWait waits maxWait.
 func parseWaitQuery(raw string) (waitQuery, error) {
-	var q waitQuery
-	if len(raw) > maxQuery {
-		return q, fmt.Errorf("query of %d bytes is longer than %d", len(raw), maxQuery)
-	}
-	values, err := url.ParseQuery(raw)
+	p, err := localapi.ParseRawQuery(raw)
 	if err != nil {
-		return q, fmt.Errorf("malformed query: %v", err)
+		return waitQuery{}, err
 	}
-	for k, vs := range values {
-		if k != "index" && k != "wait" {
-			return q, fmt.Errorf("unknown query parameter %q; GET /leader takes index and wait", k)
-		}
-		if len(vs) != 1 {
-			return q, fmt.Errorf("query parameter %q given %d times", k, len(vs))
-		}
-	}
-	if vs, ok := values["index"]; ok {
-		if q.index, err = strconv.ParseUint(vs[0], 10, 64); err != nil {
-			return q, fmt.Errorf("index %q is not a non-negative integer", vs[0])
-		}
-		q.hasIndex, q.wait = true, defaultWait
-	}
-	if vs, ok := values["wait"]; ok {
-		if !q.hasIndex {
-			return q, errors.New("wait needs index: use ?index=<index of your last answer>&wait=30s")
-		}
-		d, err := time.ParseDuration(vs[0])
-		if err != nil {
-			secs, serr := strconv.ParseUint(vs[0], 10, 32)
-			if serr != nil {
-				return q, fmt.Errorf("wait %q is not a duration (like 30s) or whole seconds", vs[0])
-			}
-			d = time.Duration(secs) * time.Second
-		}
-		if d < 0 {
-			return q, fmt.Errorf("wait %q is negative", vs[0])
-		}
-		q.wait = min(d, maxWait)
-	}
-	return q, nil
+	return waitQuery{index: p.Index, hasIndex: p.HasIndex, wait: min(p.Wait, maxWait)}, nil
 }
 
 // opsHandler serves the operations endpoints: /healthz (the process runs), /readyz (a Lease
